@@ -1,0 +1,78 @@
+"""The feasible set of every attack: the eps-ball around the clean image intersected with the [0, 1] pixel box.
+
+All attacks in convlens work in pixel space, so ``eps=8/255`` is eight grey levels. :func:`project` is applied
+after every step, and it is *exact* in the tensor's own dtype: ``(x_adv - x).abs().max() <= eps`` holds when
+evaluated in that dtype (floating-point rounding of ``x + delta`` is corrected by moving the offending pixels one
+ulp towards the clean value), and every pixel lies in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["NORMS", "check_norm", "norms", "project", "quantize"]
+
+NORMS = ("linf", "l2")
+
+
+def check_norm(norm: str) -> str:
+    """Validate a norm name (``linf`` or ``l2``) and return it."""
+    if norm not in NORMS:
+        from ..errors import UserError
+        raise UserError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    return norm
+
+
+def _flat_l2(d: torch.Tensor) -> torch.Tensor:
+    return d.flatten(1).norm(dim=1)
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, norm: str = "linf") -> torch.Tensor:
+    """Bring a batch of candidates back into ``{x' : ||x' - x|| <= eps} ∩ [0, 1]^n``.
+
+    For ``linf`` this is the Euclidean projection (a per-pixel clamp). For ``l2`` the perturbation is scaled
+    onto the ball and then clipped to the box (clipping towards ``x`` only shrinks it), a feasible point close
+    to the projection. ``eps=None`` keeps only the box (an unbounded attack). Returns a new tensor, detached.
+    """
+    x_adv = x_adv.detach()
+    x = x.detach()
+    if eps is None:
+        return x_adv.clamp(0, 1)
+    check_norm(norm)
+    if norm == "linf":
+        e = torch.tensor(eps, dtype=x.dtype, device=x.device)
+        out = torch.minimum(torch.maximum(x_adv, x - e), x + e).clamp(0, 1)
+        # ``x + e`` is rounded, so ``out - x`` may exceed ``e`` by an ulp: step those pixels one ulp towards x.
+        for _ in range(8):
+            d = out - x
+            bad = (d > e) | (d < -e)
+            if not bool(bad.any()):
+                break
+            out = torch.where(bad, torch.nextafter(out, x), out)
+        return out
+    d = x_adv - x
+    n = _flat_l2(d.double()).view(-1, *([1] * (x.dim() - 1)))
+    scale = torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n)).to(x.dtype)
+    out = (x + d * scale).clamp(0, 1)
+    for _ in range(8):  # rounding may leave the norm a hair above eps: shrink those images a little more
+        n = _flat_l2((out - x).double())
+        bad = n > eps
+        if not bool(bad.any()):
+            break
+        shrink = torch.where(bad, eps / n * (1 - 1e-6), torch.ones_like(n)).to(x.dtype).view_as(scale)
+        out = (x + (out - x) * shrink).clamp(0, 1)
+    return out
+
+
+def norms(x_adv: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image perturbation sizes in pixel units: ``(linf (N,), l2 (N,))``, computed in float64."""
+    d = (x_adv.detach().double() - x.detach().double()).flatten(1)
+    return d.abs().amax(dim=1), d.norm(dim=1)
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """What saving as an 8-bit PNG and reading it back does to a pixel batch: ``round(255 x) / 255``.
+
+    Identical to ``to_pixels(to_pil(x))`` (see the tests), without touching the disk.
+    """
+    return (x.detach().float().clamp(0, 1) * 255).round().div(255).to(x.dtype)

@@ -1,0 +1,216 @@
+"""Commands that read what a network holds: filters, activations, neighbors, embed, top-patches,
+receptive-field, dead-units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..read import (
+    DeadUnits,
+    activation_maps,
+    conv_filters,
+    dead_unit_layers,
+    embed,
+    empirical_receptive_field,
+    feature_layer,
+    grid_assignment,
+    guided_patches,
+    linear_templates,
+    load_dataset,
+    neighbors,
+    render,
+    scan,
+    top_patches,
+)
+from ..read.reducers import PooledFeatures
+from ..show.figures import save
+from .common import main, model_options, parse_range
+
+_DATASET = click.argument("dataset", type=click.Path(exists=True))
+_CACHE = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                      help="Keep pooled features here and reuse them next time [default: OUT/cache].")
+_LIMIT = click.option("--limit", type=int, default=None, help="Use only this many images (spread over the dataset).")
+
+
+def _cache(run, cache_dir: str | None) -> Path:
+    return Path(cache_dir) if cache_dir else run.out / "cache"
+
+
+@main.command("filters")
+@model_options("filters", model_arg=True)
+@click.option("--layer", "-l", default=None, help="A Conv2d layer [default: the first one] or a Linear layer.")
+@click.option("--scaling", type=click.Choice(["filter", "global"]), default="filter", show_default=True,
+              help="Scale each tile on its own, or all with one scale.")
+@click.option("--max-out", type=int, default=64, show_default=True, help="At most this many output channels.")
+@click.option("--max-in", type=int, default=16, show_default=True, help="At most this many input channels.")
+@click.option("--template-shape", default="3x32x32", show_default=True,
+              help="For a Linear layer reading an image: that image's CxHxW.")
+def filters_cmd(run, layer: str | None, scaling: str, max_out: int, max_in: int,
+                template_shape: str) -> None:
+    """Convolution filters as pictures (first layer in colour; deeper layers as out x in kernel grids), or a
+    linear classifier's rows as class templates."""
+    model = run.model
+    if layer is not None and isinstance(model.layer(layer), nn.Linear):
+        try:
+            shape = tuple(int(v) for v in template_shape.lower().split("x"))
+        except ValueError:
+            raise UserError(f"cannot read --template-shape {template_shape!r}; expected CxHxW like 3x32x32") from None
+        t = linear_templates(model, layer, shape=shape)  # type: ignore[arg-type]
+        names = [model.label(i) for i in range(len(t))] if len(t) == model.num_classes else None
+        save(render.templates_figure(t[:max_out], names[:max_out] if names else None), run.out / "templates.png",
+             max_kb=400)
+        run.save({"layer": layer, "kind": "templates", "shape": list(t.shape)})
+        return
+    f = conv_filters(model, layer)
+    save(render.filters_figure(f, scaling=scaling, max_out=max_out, max_in=max_in), run.out / "filters.png",
+         max_kb=400)
+    w = f.weight
+    run.save({"layer": f.layer, "kind": f.kind, "shape": list(w.shape), "groups": f.groups,
+              "norms": w.flatten(1).norm(dim=1)[:max_out].tolist()})
+
+
+@main.command("activations")
+@click.argument("image", type=click.Path())
+@model_options("activations")
+@click.option("--layer", "-l", required=True, help="Layer name (see `convlens layers`).")
+@click.option("--max-channels", type=int, default=256, show_default=True)
+def activations_cmd(run, image: str, layer: str, max_channels: int) -> None:
+    """Every channel's activation map of one image at a layer, the input beside it; all-zero maps framed red."""
+    acts = activation_maps(run.model, image, layer)
+    save(render.activations_figure(acts, max_channels=max_channels), run.out / "activations.png", max_kb=400)
+    run.save({"image": image, "layer": layer, "channels": acts.channels, "map_size": list(acts.maps.shape[-2:]),
+              "dead": [int(c) for c in np.flatnonzero(acts.dead)],
+              "max": acts.maps.flatten(1).amax(1).tolist()})
+
+
+@main.command("neighbors")
+@_DATASET
+@model_options("neighbors")
+@click.option("--query", "-q", "queries", multiple=True, required=True, type=click.Path(),
+              help="Query image (repeat for several).")
+@click.option("--layer", "-l", default=None, help="Feature layer [default: the CNN code before the classifier].")
+@click.option("--k", type=int, default=8, show_default=True, help="Neighbours per query.")
+@_CACHE
+def neighbors_cmd(run, dataset: str, queries: tuple[str, ...], layer: str | None, k: int,
+                  cache_dir: str | None) -> None:
+    """Each query's k nearest dataset images in feature space, beside its nearest in pixel space."""
+    res = neighbors(run.model, dataset, list(queries), layer=layer, k=k, cache_dir=_cache(run, cache_dir))
+    save(render.neighbors_figure(res, max_queries=len(queries)), run.out / "neighbors.png", max_kb=400)
+    run.save({"layer": res.layer, "queries": [
+        {"file": str(q),
+         "feature": [{"file": str(res.files[i]), "distance": float(d)}
+                     for i, d in zip(res.feature_index[n], res.feature_distance[n])],
+         "pixel": [{"file": str(res.files[i]), "distance": float(d)}
+                   for i, d in zip(res.pixel_index[n], res.pixel_distance[n])]}
+        for n, q in enumerate(res.queries)]})
+
+
+@main.command("embed")
+@_DATASET
+@model_options("embed")
+@click.option("--layer", "-l", default=None, help="Feature layer [default: the CNN code before the classifier].")
+@click.option("--method", type=click.Choice(["tsne", "pca", "umap"]), default="tsne", show_default=True)
+@click.option("--grid", "grid_side", type=int, default=None, help="Mosaic side G [default: ceil(sqrt(N))].")
+@click.option("--cell", type=int, default=40, show_default=True, help="Mosaic cell size in pixels.")
+@click.option("--exact", is_flag=True, help="openTSNE's default schedule instead of the fast one.")
+@_LIMIT
+@_CACHE
+def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int | None, cell: int,
+              exact: bool, limit: int | None, cache_dir: str | None) -> None:
+    """2-D map of the dataset's CNN codes: a scatter coloured by label and a one-image-per-cell mosaic."""
+    model = run.model
+    ds = load_dataset(dataset, limit=limit)
+    layer = layer or feature_layer(model)
+    out = scan(model, ds, [PooledFeatures(layer)], cache_dir=_cache(run, cache_dir))
+    feats = out["features"]
+    codes = np.asarray(feats[layer])
+    emb = embed(codes, method, seed=run.seed, fast=not exact)
+    cells, side = grid_assignment(emb.xy, grid_side)
+    labels = feats.labels
+    has_labels = labels is not None and any(lab is not None for lab in labels)
+    save(render.embedding_scatter(emb, labels if has_labels else None), run.out / "scatter.png", max_kb=400)
+    save(render.embedding_grid(feats.files, cells, side, cell_px=cell), run.out / "grid.png", max_kb=400)
+    click.echo(f"{method}: {len(codes)} codes in {emb.seconds:.1f}s, trustworthiness {emb.trustworthiness:.3f}")
+    run.save({"layer": layer, "method": method, "trustworthiness": emb.trustworthiness,
+              "embed_seconds": emb.seconds, "grid": side, "params": emb.params, "skipped": out.skipped,
+              "points": [{"file": str(f), "x": float(p[0]), "y": float(p[1]), "cell": int(c),
+                          "label": labels[i] if has_labels else None}  # type: ignore[index]
+                         for i, (f, p, c) in enumerate(zip(feats.files, emb.xy, cells))]})
+
+
+@main.command("top-patches")
+@_DATASET
+@model_options("top-patches")
+@click.option("--layer", "-l", required=True, help="A layer with a spatial map.")
+@click.option("--channels", "-c", default="0-15", show_default=True, help="Channels, e.g. 0-15 or 3,7,9.")
+@click.option("--k", type=int, default=9, show_default=True, help="Patches per channel.")
+@click.option("--guided", is_flag=True, help="Beside each patch, its unit's guided-backprop image.")
+@_LIMIT
+@_CACHE
+def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided: bool,
+                    limit: int | None, cache_dir: str | None) -> None:
+    """For each channel, the k dataset patches that activate it most, cropped to the unit's receptive field."""
+    model = run.model
+    info = model.layers[layer]
+    chans = parse_range(channels, info.channels if info.spatial else None)
+    tp = top_patches(model, load_dataset(dataset, limit=limit), layer, channels=chans, k=k)
+    g = None
+    if guided:
+        g = [[render.to_rgb(t) for t in row] for row in guided_patches(model, tp)]
+    save(render.top_patches_figure(tp, guided=g), run.out / "top_patches.png", max_kb=400)
+    run.save({"layer": layer, "receptive_field": list(tp.rf_size), "channels": [
+        {"channel": c, "patches": [{"file": str(p.file), "value": p.value, "box": list(p.box), "unit": [p.y, p.x],
+                                    "clipped": p.clipped} for p in ps]}
+        for c, ps in zip(tp.channels, tp.patches)]})
+
+
+@main.command("receptive-field")
+@_DATASET
+@model_options("receptive-field")
+@click.option("--layer", "-l", required=True, help="A layer with a spatial map.")
+@click.option("--channel", "-c", type=int, required=True, help="The channel whose unit to measure.")
+@click.option("--images", "n_images", type=int, default=8, show_default=True, help="Top images to average over.")
+@click.option("--occluder", type=int, default=11, show_default=True, help="Random occluder side in pixels.")
+@click.option("--stride", type=int, default=None, help="Occluder step [default: about RF/20].")
+@_LIMIT
+@_CACHE
+def receptive_field_cmd(run, dataset: str, layer: str, channel: int, n_images: int, occluder: int,
+                        stride: int | None, limit: int | None, cache_dir: str | None) -> None:
+    """Empirical receptive field of a unit (Zhou et al. 2015) beside its theoretical one."""
+    model = run.model
+    tp = top_patches(model, load_dataset(dataset, limit=limit), layer, channels=[channel], k=n_images)
+    patches = tp.patches[0]
+    x = torch.stack([model.preprocess.to_tensor(p.file) for p in patches])
+    erf = empirical_receptive_field(model, x, layer, channel, units=[(p.y, p.x) for p in patches],
+                                    occluder=occluder, stride=stride, seed=run.seed)
+    save(render.receptive_field_figure(erf, x), run.out / "receptive_field.png", max_kb=400)
+    click.echo(f"{layer} channel {channel}: theoretical {erf.theoretical:.0f}px, empirical ~{erf.empirical:.0f}px")
+    run.save({"layer": layer, "channel": channel, "theoretical": erf.theoretical, "empirical": erf.empirical,
+              "occluder": erf.occluder, "stride": erf.stride,
+              "images": [{"file": str(p.file), "unit": [p.y, p.x], "value": p.value} for p in patches]})
+
+
+@main.command("dead-units")
+@_DATASET
+@model_options("dead-units")
+@click.option("--layer", "-l", "layers", multiple=True, help="Layers (repeat) [default: every rectifier output].")
+@_LIMIT
+def dead_units_cmd(run, dataset: str, layers: tuple[str, ...], limit: int | None) -> None:
+    """Per layer, the channels that never fire on any image of the dataset: a table and a bar chart."""
+    model = run.model
+    names = list(layers) or dead_unit_layers(model)
+    out = scan(model, load_dataset(dataset, limit=limit), [DeadUnits(names)])
+    dead = out["dead"]
+    click.echo(f"{'layer':<36} {'channels':>8} {'dead':>6} {'fraction':>9}")
+    for name, d in dead.items():
+        click.echo(f"{name:<36} {d.channels:>8} {len(d.dead):>6} {d.fraction:>9.1%}")
+    save(render.dead_units_figure(dead), run.out / "dead_units.png", max_kb=400)
+    run.save({"images": out.images, "skipped": out.skipped, "layers": {
+        name: {"channels": d.channels, "dead": d.dead, "fraction": d.fraction,
+               "silent_fraction": d.silent_fraction.round(4).tolist()} for name, d in dead.items()}})

@@ -1,0 +1,303 @@
+"""Gram-matrix texture synthesis (Gatys, Ecker & Bethge 2015) and the style statistics style transfer reuses.
+
+A texture is described by the Gram matrices of a few layers' feature maps: ``G = F Fᵀ`` with ``F`` the
+``C x (HW)`` features, i.e. which channels fire together, wherever they fire. Synthesis starts from noise and
+changes the pixels until the Gram matrices match those of the sample, so the output can have any size.
+
+Default layers come from the model's layer index, not from a per-model list: the first activation at each
+resolution level (stride 1, 2, 4, ... of the input). On VGG-19 this rule yields exactly Gatys' classic choice
+``relu1_1 ... relu5_1`` (``features.1, 6, 11, 20, 29``); on other networks it yields the same kind of set.
+``pre_activation=True`` takes the input of each activation instead (the tensor before ReLU / ReLU6), which
+is what works best for textures on EfficientNet-Lite, whose ReLU6 clips away the strong responses.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.objectives import Objective, Recorded
+from ..core.objectives import total_variation as tv_objective
+from ..core.optimize import optimize
+from ..core.params import PixelImage
+from ..core.taps import Tap
+from ..errors import UserError
+from ..models.model import Model
+
+__all__ = [
+    "GramStyle",
+    "GramTargets",
+    "TextureResult",
+    "content_layer",
+    "features",
+    "gram",
+    "gram_loss",
+    "layer_sweep",
+    "noise_image",
+    "style_layers",
+    "sweep_sets",
+    "synthesize_texture",
+    "total_variation",
+]
+
+_ACTS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.ELU, nn.Mish, nn.Hardtanh)
+
+
+def gram(features: torch.Tensor, *, normalize: str = "mean") -> torch.Tensor:
+    """Gram matrices of a batch of feature maps ``(N, C, H, W)`` -> ``(N, C, C)``.
+
+    ``G[c, d] = sum_p F[c, p] F[d, p]`` over the ``M = H*W`` positions (Gatys et al. 2015). ``normalize``:
+    ``"mean"`` divides by ``M`` (size-free, so a sample and a larger output are comparable), ``"none"``
+    keeps the plain sum (the paper's ``G``, whose loss carries the ``1/(4 N^2 M^2)`` factor instead).
+    """
+    if features.dim() != 4:
+        raise ValueError(f"expected features (N, C, H, W), got shape {tuple(features.shape)}")
+    n, c, h, w = features.shape
+    f = features.reshape(n, c, h * w)
+    g = f @ f.transpose(1, 2)
+    if normalize == "mean":
+        return g / (h * w)
+    if normalize == "none":
+        return g
+    raise ValueError(f"normalize must be 'mean' or 'none', got {normalize!r}")
+
+
+def gram_loss(g: torch.Tensor, target: torch.Tensor, *, scale: str = "target", m: int | None = None) -> torch.Tensor:
+    """Distance between Gram matrices ``(N, C, C)`` and a target ``(C, C)`` or ``(N, C, C)``, one value per image.
+
+    ``scale="target"`` (default) divides the squared error by the target's squared norm, so every layer and
+    every image contribute on the same scale (0 = identical statistics, 1 = as far as predicting zero).
+    ``scale="gatys"`` is the paper's ``1/(4 N^2 M^2) sum (G - A)^2`` for un-normalised Grams of ``M`` positions.
+    """
+    diff = (g - target).pow(2).flatten(1).sum(1)
+    if scale == "target":
+        return diff / target.pow(2).flatten(-2).sum(-1).clamp_min(1e-12)
+    if scale == "gatys":
+        c = g.shape[-1]
+        return diff / (4.0 * c * c * float(m or 1) ** 2)
+    raise ValueError(f"scale must be 'target' or 'gatys', got {scale!r}")
+
+
+# --- layers from the layer index -------------------------------------------------------------------------
+
+def _activations(model: Model) -> list[tuple[str, float]]:
+    """(name, stride) of every spatial activation module, in forward order."""
+    out = []
+    for info in model.layers.spatial():
+        if isinstance(model.layers.modules[info.name], _ACTS) and not info.rf.whole:
+            out.append((info.name, float(info.rf.stride[0])))
+    if not out:
+        raise UserError(f"{model.name} has no activation modules with a spatial output; pass --layers")
+    return out
+
+
+def _levels(model: Model) -> list[list[str]]:
+    """Activations grouped by resolution level (stride), shallow to deep."""
+    levels: dict[float, list[str]] = {}
+    for name, stride in _activations(model):
+        levels.setdefault(stride, []).append(name)
+    return [levels[s] for s in sorted(levels)]
+
+
+def _pre(model: Model, name: str) -> str:
+    """The layer whose output feeds activation ``name`` (the one just before it in forward order, same shape)."""
+    names = model.layers.names()
+    i = names.index(name)
+    shape = model.layers[name].shape
+    for j in range(i - 1, -1, -1):
+        cand = names[j]
+        if model.layers[cand].shape == shape and not name.startswith(cand + "."):
+            return cand
+    return name
+
+
+def style_layers(model: Model, *, count: int = 5, pre_activation: bool = False) -> list[str]:
+    """Default style / texture layers: the first activation at each of the ``count`` shallowest resolutions.
+
+    On VGG-19 this is ``relu1_1 ... relu5_1`` (Gatys et al. 2016). ``pre_activation`` returns the tensors
+    feeding those activations (convolution or normalisation outputs) instead.
+    """
+    names = [lv[0] for lv in _levels(model)][:count]
+    return [_pre(model, n) for n in names] if pre_activation else names
+
+
+def content_layer(model: Model) -> str:
+    """Default content layer: the second activation of the fourth resolution level (VGG-19: ``relu4_2``)."""
+    levels = _levels(model)
+    level = levels[min(3, len(levels) - 1)]
+    return level[min(1, len(level) - 1)]
+
+
+def sweep_sets(model: Model, *, pre_activation: bool = False) -> list[list[str]]:
+    """Growing layer sets for the shallow-to-deep figure: ``[l1], [l1, l2], ..., [l1..l5]``."""
+    layers = style_layers(model, pre_activation=pre_activation)
+    return [layers[: i + 1] for i in range(len(layers))]
+
+
+# --- feature extraction ----------------------------------------------------------------------------------
+
+def features(model: Model, x: torch.Tensor, layers: Sequence[str], *, grad: bool = False) -> dict[str, torch.Tensor]:
+    """Outputs of ``layers`` for the pixel batch ``x``, stopping the forward pass after the deepest one."""
+    ctx = torch.enable_grad() if grad else torch.no_grad()
+    with ctx, Tap(model, list(layers), stop=True, detach=not grad) as tap:
+        tap.run(x)
+        return {name: tap.outputs[name] for name in layers}
+
+
+@dataclass
+class GramTargets:
+    """Target Gram matrices per layer, possibly a weighted blend of several style images (Gatys et al. 2016)."""
+
+    grams: dict[str, torch.Tensor]
+    layer_weights: dict[str, float]
+
+    @classmethod
+    def from_images(cls, model: Model, images: Sequence[torch.Tensor], layers: Sequence[str], *,
+                    weights: Sequence[float] | None = None, layer_weights: Sequence[float] | None = None
+                    ) -> GramTargets:
+        """Grams of each pixel image ``(1, 3, H, W)`` blended by ``weights`` (normalised to sum to 1)."""
+        if not images:
+            raise UserError("need at least one style image")
+        w = list(weights) if weights is not None else [1.0] * len(images)
+        if len(w) != len(images):
+            raise UserError(f"got {len(w)} style weights for {len(images)} style images")
+        if any(v < 0 for v in w) or sum(w) <= 0:
+            raise UserError(f"style weights must be >= 0 with a positive sum, got {w}")
+        w = [v / sum(w) for v in w]
+        grams: dict[str, torch.Tensor] = {}
+        for img, wi in zip(images, w):
+            feats = features(model, img, layers)
+            for name in layers:
+                g = gram(feats[name].float())[0] * wi
+                grams[name] = grams[name] + g if name in grams else g
+        lw = list(layer_weights) if layer_weights is not None else [1.0 / len(layers)] * len(layers)
+        return cls(grams, dict(zip(layers, lw)))
+
+    def loss(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Weighted sum over layers of the scale-free Gram distance, one value per image ``(N,)``."""
+        total = None
+        for name, target in self.grams.items():
+            term = gram_loss(gram(feats[name].float()), target) * self.layer_weights[name]
+            total = term if total is None else total + term
+        assert total is not None
+        return total
+
+    def objective(self) -> GramStyle:
+        """These targets as an objective of the core loop (:mod:`convlens.core.objectives`)."""
+        return GramStyle(self)
+
+
+class GramStyle(Objective):
+    """Scale-free Gram loss ``sum_l w_l |G_l(x) - A_l|^2 / |A_l|^2`` as a core objective (minimise it).
+
+    The core's :func:`~convlens.core.objectives.gram_match` keeps the paper's absolute scale, which makes
+    deep layers with large activations dominate; dividing by the target's magnitude lets one weight serve
+    every layer, image and network.
+    """
+
+    def __init__(self, targets: GramTargets) -> None:
+        self.targets = targets
+        self.layers = tuple(targets.grams)
+
+    def __call__(self, rec: Recorded) -> torch.Tensor:
+        return self.targets.loss({name: rec.act(name) for name in self.layers})
+
+    def __repr__(self) -> str:
+        return f"gram_style({list(self.layers)})"
+
+
+# --- texture synthesis -----------------------------------------------------------------------------------
+
+@dataclass
+class TextureResult:
+    """A synthesised texture ``(1, 3, H, W)`` in [0, 1], the layers used, the final style loss, steps and seconds."""
+
+    image: torch.Tensor
+    layers: list[str]
+    style_loss: float
+    tv_loss: float
+    steps: int
+    seconds: float
+    history: list[float] = field(default_factory=list)
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean neighbour-difference magnitude, one value per image ``(N,)``: the core's ``total_variation(beta=1)``."""
+    return tv_objective(beta=1.0)(Recorded(image=x))
+
+
+def noise_image(like: torch.Tensor, size: tuple[int, int], gen: torch.Generator, *, amount: float = 0.25,
+                cell: int = 8) -> torch.Tensor:
+    """Smooth random start ``(1, 3, H, W)``: the mean colour of ``like`` plus noise drawn at 1/``cell`` resolution.
+
+    Pixel-level noise partly survives under networks whose stem has stride 2 (it is nearly invisible to them),
+    so the noise is made low-frequency.
+    """
+    h, w = size
+    noise = torch.randn(1, 3, max(2, h // cell), max(2, w // cell), generator=gen)
+    up = F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=False)
+    return (like.mean((2, 3), keepdim=True).cpu() + amount * up).clamp(0, 1)
+
+
+def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None,
+                       layers: Sequence[str] | None = None, steps: int = 300, tv_weight: float = 0.01,
+                       seed: int = 0, sample_size: int | None = 256, callback=None) -> TextureResult:
+    """Synthesise a texture from noise whose Gram statistics match ``sample`` (Gatys, Ecker & Bethge 2015).
+
+    Runs the core loop (:func:`convlens.core.optimize`) with L-BFGS on raw pixels.
+
+    Args:
+        model: the network whose features describe the texture.
+        sample: pixel image ``(1, 3, h, w)`` in [0, 1].
+        size: output ``(H, W)``; any size, larger than the sample included (default: the sample's).
+        layers: layers whose Grams are matched (default: :func:`style_layers` before the activations).
+        steps: L-BFGS steps.
+        tv_weight: a small total-variation weight against the checkerboard of stride-2 padding.
+        sample_size: resize the sample's longer side to this before measuring it (``None`` keeps it).
+        callback: ``callback(step, loss)`` after every step.
+
+    Returns:
+        :class:`TextureResult`; ``style_loss`` is the scale-free Gram distance (0 = identical statistics).
+    """
+    started = time.perf_counter()
+    sample = sample.to(model.device).float()
+    if sample_size:
+        sample = _resize_long(sample, sample_size)
+    layers = list(layers) if layers else style_layers(model, pre_activation=True)
+    for name in layers:
+        model.layers[name]
+    h, w = size or tuple(sample.shape[-2:])
+    targets = GramTargets.from_images(model, [sample], layers)
+    gen = torch.Generator().manual_seed(seed)
+    param = PixelImage(noise_image(sample, (h, w), gen))
+    res = optimize(model, targets.objective(), param, regularizers=[tv_weight * tv_objective(beta=1.0)],
+                   steps=steps, optimizer="lbfgs", maximize=False, seed=seed,
+                   callback=None if callback is None else (lambda i, img, loss: callback(i, loss)))
+    x = res.images[:1]
+    with torch.no_grad():
+        s = float(targets.loss(features(model, x, layers)).sum())
+        tv = float(total_variation(x).sum())
+    return TextureResult(x.cpu(), layers, s, tv, res.steps, time.perf_counter() - started, res.losses)
+
+
+def layer_sweep(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None, steps: int = 200,
+                seed: int = 0, pre_activation: bool = True, **kw) -> list[TextureResult]:
+    """Textures from growing layer sets, shallow to deep (Gatys et al. 2015, Fig. 2): small structures from the
+    first layers alone, larger and more object-like ones as deeper layers join."""
+    return [synthesize_texture(model, sample, size=size, layers=s, steps=steps, seed=seed, **kw)
+            for s in sweep_sets(model, pre_activation=pre_activation)]
+
+
+def _resize_long(x: torch.Tensor, side: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    scale = side / max(h, w)
+    if math.isclose(scale, 1.0):
+        return x
+    nh, nw = max(16, round(h * scale)), max(16, round(w * scale))
+    return F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
