@@ -3,7 +3,8 @@
 Same image (chelsea, 224x224, EfficientNet-Lite0), window 32, stride 8 (625 occluders), batches of 64
 (Captum: perturbations_per_eval=64), both in this one process under the same allocator settings
 (convlens.tune_allocator() applies to both). Also times convlens without incremental inference, so the ratio
-that comes from the method alone is visible. Usage: python benchmarks/bench_attribute_occlusion.py [REPEATS]
+that comes from the method alone is visible.
+Usage: python benchmarks/bench_attribute_occlusion.py [REPEATS] [THREADS]   (THREADS applies to both)
 """
 
 import statistics
@@ -18,6 +19,8 @@ from convlens.attribute import occlusion
 
 convlens.tune_allocator()
 repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+if len(sys.argv) > 2:
+    torch.set_num_threads(int(sys.argv[2]))
 model = convlens.load_model("efficientnet_lite0")
 x = model.load(convlens.demo_images(["chelsea"])["chelsea"])
 target = int(model(x).argmax())

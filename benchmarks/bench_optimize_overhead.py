@@ -37,7 +37,7 @@ def hand_loop(model: convlens.Model, steps: int) -> float:
         opt.step()
         with torch.no_grad():
             x.clamp_(0, 1)
-        float(loss)  # the loop records the loss too
+        float(loss.detach())  # the loop records the loss too
     return (time.perf_counter() - t) / steps
 
 

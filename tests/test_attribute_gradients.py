@@ -212,3 +212,18 @@ def test_embedded_model_against_captum_and_reference(lite0, chelsea):
     occ = captum_attr.Occlusion(lambda z: lite0(z).softmax(-1)).attribute(
         x1, sliding_window_shapes=(3, 64, 64), strides=(3, 40, 40), target=285, perturbations_per_eval=32)[:, 0]
     assert close(occlusion(lite0, x1, 285, window=64, stride=40, batch_size=32), occ)
+
+
+def test_incremental_plan_is_built_exact_and_leaves_no_hooks(tiny, xs):
+    from convlens.attribute._incremental import IncrementalPlan
+    from convlens.attribute.occlusion import _patches
+
+    x = xs[:1]
+    plan = IncrementalPlan.build(tiny, x, (8, 8))
+    assert plan is not None and len(plan.chain) >= 2  # conv1, act1, ... are recomputed incrementally
+    occ = x.clone()
+    occ[:, :, 8:16, 12:20] = 0
+    patch, origin = _patches(x, torch.zeros_like(x), [(8, 12, 16, 20)], (8, 8))
+    assert close(plan.logits(patch, origin), tiny(occ), 1e-9)
+    for mod in tiny.module.modules():
+        assert not mod._forward_hooks and not mod._forward_pre_hooks

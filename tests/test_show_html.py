@@ -18,8 +18,13 @@ from convlens.core.taps import backward_rule
 from convlens.read.reducers import BatchMeta
 from convlens.show import tour as tour_mod
 from convlens.show.html import fmt_number, render, slug, svg_histogram
-from convlens.show.microscope import (ChannelHistogram, build_microscope, channel_weights_image, default_layers,
-                                      guided_units)
+from convlens.show.microscope import (
+    ChannelHistogram,
+    build_microscope,
+    channel_weights_image,
+    default_layers,
+    guided_units,
+)
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -100,7 +105,7 @@ def test_guided_units_batched_equals_one_by_one(tiny) -> None:  # noqa: ANN001
 def test_channel_weights_image_kinds() -> None:
     rgb, text = channel_weights_image(torch.nn.Conv2d(3, 4, 5), 1)
     assert "RGB" in text and rgb.size[0] > 5
-    dw, text = channel_weights_image(torch.nn.Conv2d(8, 8, 3, groups=8), 2)
+    _, text = channel_weights_image(torch.nn.Conv2d(8, 8, 3, groups=8), 2)
     assert "depthwise" in text
     _, text = channel_weights_image(torch.nn.Conv2d(8, 4, 3), 0)
     assert "input channels" in text
@@ -211,16 +216,16 @@ def test_augmented_crops_are_deterministic() -> None:
 
 def test_cli_tour_and_microscope_bad_input(tmp_path: Path) -> None:
     exe = [sys.executable, "-m", "convlens"]
-    r = subprocess.run(exe + ["tour", "--only", "nope", "--out", str(tmp_path / "t")], capture_output=True, text=True)
+    r = subprocess.run(exe + ["tour", "--only", "nope", "--out", str(tmp_path / "t")], capture_output=True, text=True, check=False)
     assert r.returncode == 2 and "unknown tour section" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(exe + ["microscope", str(tmp_path), "--k", "0", "--out", str(tmp_path / "m")],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert r.returncode == 2 and "--k" in r.stderr
 
 
 def test_cli_tour_writes_result_json(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "convlens", "tour", "--quick", "--only", "model,weights", "--out",
-                        str(tmp_path / "t")], capture_output=True, text=True)
+                        str(tmp_path / "t")], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     assert "[1/2] The model" in r.stderr
     d = json.loads((tmp_path / "t" / "result.json").read_text())

@@ -72,8 +72,9 @@ def fooling_rate(model: Model | Callable[[torch.Tensor], torch.Tensor], x: torch
 
 
 def universal_perturbation(model: Model | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *,
-                           eps: float = 10 / 255, norm: str = "linf", epochs: int = 4, batch_size: int = 32,
-                           step: float | None = None, clip_loss: float = 10.0, target_rate: float | None = None,
+                           eps: float = 10 / 255, norm: str = "linf", epochs: int = 6, batch_size: int = 16,
+                           step: float | None = None, clip_loss: float = 10.0, dominant: bool = False,
+                           target_rate: float | None = None,
                            generator: torch.Generator | None = None,
                            progress: Callable[[int], None] | None = None) -> UniversalResult:
     """Build one perturbation ``v`` (``||v|| <= eps``) that changes the top class of as many images as it can.
@@ -82,9 +83,11 @@ def universal_perturbation(model: Model | Callable[[torch.Tensor], torch.Tensor]
         model: the network; ``x`` the construction images ``(N,3,H,W)`` in [0, 1] (never the held-out ones).
         eps: the radius in pixel units (``10/255`` as in the paper); ``norm`` ``linf`` or ``l2``.
         epochs: passes over ``x`` (shuffled with ``generator``); ``batch_size`` images per step.
-        step: step size (default ``eps / 8`` for the first epoch, halved every epoch after).
+        step: step size (default ``eps / 8``; halved for the last third of the epochs).
         clip_loss: each image's cross-entropy is clipped at this value so images already fooled do not dominate
             (Shafahi et al. 2020).
+        dominant: after the first epoch, aim every image at the class the pattern already sends most images to
+            (universal perturbations tend to develop such a dominant label; Moosavi-Dezfooli et al. 2017).
         target_rate: stop early once the fooling rate over the last epoch's batches reaches this.
 
     The labels are the model's own clean predictions. Returns a :class:`UniversalResult`; measure the fooling rate
@@ -106,19 +109,26 @@ def universal_perturbation(model: Model | Callable[[torch.Tensor], torch.Tensor]
     steps = 0
     epoch = 0
     zero = torch.zeros_like(x[0:1])
+    target: int | None = None
     for epoch in range(1, epochs + 1):
-        lr = lr0 / 2 ** (epoch - 1)
+        lr = lr0 if epoch <= max(1, (2 * epochs) // 3) else lr0 / 2
         order = torch.randperm(n, generator=generator).to(x.device)
         fooled_epoch = 0
+        seen = []
         for i in range(0, n, batch_size):
             sel = order[i:i + batch_size]
             xb, yb = x[sel], labels[sel]
             vv = v.clone().requires_grad_(True)
             with torch.enable_grad():
-                logits = model(_apply(xb, vv))
-                loss = F.cross_entropy(logits.float(), yb, reduction="none").clamp(max=clip_loss).mean()
+                logits = model(_apply(xb, vv)).float()
+                if target is None:
+                    loss = F.cross_entropy(logits, yb, reduction="none").clamp(max=clip_loss).mean()
+                else:  # pull towards the dominant class (descend its cross-entropy, no push once it is won)
+                    tb = torch.full_like(yb, target)
+                    loss = -F.cross_entropy(logits, tb, reduction="none").clamp(min=0.05).mean()
                 (g,) = torch.autograd.grad(loss, vv)
-            fooled = int((logits.detach().argmax(1) != yb).sum())
+            seen.append(logits.detach().argmax(1))
+            fooled = int((seen[-1] != yb).sum())
             fooled_epoch += fooled
             history.append(fooled / sel.numel())
             if norm == "linf":
@@ -129,6 +139,8 @@ def universal_perturbation(model: Model | Callable[[torch.Tensor], torch.Tensor]
             steps += 1
             if progress is not None:
                 progress(int(sel.numel()))
+        if dominant and target is None:
+            target = int(torch.cat(seen).mode().values)
         if target_rate is not None and fooled_epoch / n >= target_rate:
             break
     v = v[0].detach()

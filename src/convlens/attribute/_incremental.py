@@ -225,7 +225,8 @@ class IncrementalPlan:
     # -- planning -----------------------------------------------------------------------------------------
     @classmethod
     def build(cls, model: Model, x: torch.Tensor, window: tuple[int, int], *, max_fraction: float = 0.6,
-              check: list[tuple[torch.Tensor, torch.Tensor, tuple[int, int]]] | None = None) -> IncrementalPlan | None:
+              check: list[tuple[torch.Tensor, torch.Tensor, tuple[int, int]]] | None = None,
+              origins: list[tuple[int, int]] | None = None) -> IncrementalPlan | None:
         """Plan incremental inference for the clean image ``x`` (``1 x 3 x H x W``) and occluders of ``window``.
 
         The chain is followed while the crops a call needs stay below ``max_fraction`` of its input map; ``check`` are occluded
@@ -235,18 +236,20 @@ class IncrementalPlan:
         chain, logits = _record(model, xn)
         # how far can we go exactly, and how far is it worth it
         h, w = window
+        ys = sorted({o[0] for o in origins or [(0, 0)]})
+        xs = sorted({o[1] for o in origins or [(0, 0)]})
         cut = 0
         for e in chain:
             if e.k == (0, 0):
                 break
             if not e.pointwise:
-                ay = _axis([0], h, e.base_in.shape[-2], e.base_out.shape[-2], e.k[0], e.s[0], e.p[0])
-                ax = _axis([0], w, e.base_in.shape[-1], e.base_out.shape[-1], e.k[1], e.s[1], e.p[1])
-                if ay is None or ax is None:
+                ay = _axis(ys, h, e.base_in.shape[-2], e.base_out.shape[-2], e.k[0], e.s[0], e.p[0])
+                ax = _axis(xs, w, e.base_in.shape[-1], e.base_out.shape[-1], e.k[1], e.s[1], e.p[1])
+                if ay is None or ax is None:  # some occluder position cannot be done exactly from here on
                     break
                 if ay[3] * ax[3] >= max_fraction * e.base_in.shape[-2] * e.base_in.shape[-1]:
                     break  # the crop is (nearly) the whole map: nothing left to save from here on
-                h, w = ay[1], ax[1]
+                h, w, ys, xs = ay[1], ax[1], ay[0], ax[0]
             cut += 1
         while cut > 0:
             plan = cls(model, chain, cut, window, logits, (1, 1))

@@ -136,4 +136,6 @@ def _plan(model: Model, xi: torch.Tensor, fi: torch.Tensor, boxes: list[tuple[in
         occ[:, :, y0:y1, x0:x1] = fi[:, :, y0:y1, x0:x1]
         patch, origin = _patches(xi, fi, [boxes[j]], win)
         checks.append((occ, patch, origin[0]))
-    return IncrementalPlan.build(model, xi, win, check=checks)
+    H, W = xi.shape[-2:]
+    origins = [(min(y0, H - win[0]), min(x0, W - win[1])) for (y0, x0, _, _) in boxes]
+    return IncrementalPlan.build(model, xi, win, check=checks, origins=origins)

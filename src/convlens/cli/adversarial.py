@@ -162,9 +162,11 @@ def attack_cmd(run, images: tuple[str, ...], method: str, eps: str, alpha: str |
 @click.option("--holdout", required=True, help="Folder of other images to measure the fooling rate on.")
 @click.option("--eps", default="10/255", show_default=True, help="Radius of the pattern (pixel units).")
 @click.option("--norm", type=click.Choice(NORMS), default="linf", show_default=True)
-@click.option("--epochs", type=int, default=4, show_default=True, help="Passes over FOLDER.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--step", default=None, help="Step size [default: eps/8, halved every epoch].")
+@click.option("--epochs", type=int, default=6, show_default=True, help="Passes over FOLDER.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--step", default=None, help="Step size [default: eps/8, halved for the last third of the epochs].")
+@click.option("--dominant/--no-dominant", default=True, show_default=True,
+              help="After the first epoch, pull every image towards the class the pattern favours most.")
 @click.option("--limit", type=int, default=None, help="Use only the first N images of each folder.")
 @click.option("--examples", type=int, default=8, show_default=True, help="Fooled held-out photos to show.")
 def universal_cmd(run, folder: str, holdout: str, eps: str, norm: str, epochs: int, batch_size: int,
@@ -189,7 +191,8 @@ def universal_cmd(run, folder: str, holdout: str, eps: str, norm: str, epochs: i
     e = parse_fraction(eps)
     with tqdm(total=len(train_files) * epochs, desc="universal", unit="img", leave=False) as bar:
         res = universal_perturbation(model, x, eps=e, norm=norm, epochs=epochs, batch_size=batch_size,
-                                     step=parse_fraction(step) if step else None, generator=run.generator(),
+                                     step=parse_fraction(step) if step else None, dominant=dominant,
+                                     generator=run.generator(),
                                      progress=bar.update)
     rate, clean, pert = fooling_rate(model, xh, res.perturbation, batch_size=batch_size)
     torch.save(res.perturbation.cpu(), run.out / "perturbation.pt")

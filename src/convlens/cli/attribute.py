@@ -12,14 +12,14 @@ import torch
 from ..attribute import METHODS, Unit, deletion_insertion, grabcut, saliency
 from ..attribute._common import resolve_targets
 from ..attribute.cam import guided_grad_cam
-from ..attribute.gradients import deconvnet, guided_backprop
+from ..attribute.gradients import guided_backprop
 from ..errors import UserError
 from ..images import list_images
 from ..show.attribution import curves_figure, mask_figure, saliency_figure
 from ..show.figures import save
 from .common import main, model_options
 
-RAW = {"deconvnet": deconvnet, "guided": guided_backprop, "guided_gradcam": guided_grad_cam}
+RAW = {"guided": guided_backprop, "guided_gradcam": guided_grad_cam}  # shown in colour
 ALL = list(METHODS)
 
 

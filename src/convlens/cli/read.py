@@ -136,7 +136,8 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
     has_labels = labels is not None and any(lab is not None for lab in labels)
     save(render.embedding_scatter(emb, labels if has_labels else None), run.out / "scatter.png", max_kb=400)
     save(render.embedding_grid(feats.files, cells, side, cell_px=cell), run.out / "grid.png", max_kb=400)
-    click.echo(f"{method}: {len(codes)} codes in {emb.seconds:.1f}s, trustworthiness {emb.trustworthiness:.3f}")
+    tw = "n/a" if emb.trustworthiness is None else f"{emb.trustworthiness:.3f}"
+    click.echo(f"{method}: {len(codes)} codes in {emb.seconds:.1f}s, trustworthiness {tw}")
     run.save({"layer": layer, "method": method, "trustworthiness": emb.trustworthiness,
               "embed_seconds": emb.seconds, "grid": side, "params": emb.params, "skipped": out.skipped,
               "points": [{"file": str(f), "x": float(p[0]), "y": float(p[1]), "cell": int(c),
@@ -192,7 +193,7 @@ def receptive_field_cmd(run, dataset: str, layer: str, channel: int, n_images: i
     save(render.receptive_field_figure(erf, x), run.out / "receptive_field.png", max_kb=400)
     click.echo(f"{layer} channel {channel}: theoretical {erf.theoretical:.0f}px, empirical ~{erf.empirical:.0f}px")
     run.save({"layer": layer, "channel": channel, "theoretical": erf.theoretical, "empirical": erf.empirical,
-              "occluder": erf.occluder, "stride": erf.stride,
+              "occluder": erf.occluder, "stride": erf.stride, "peak_offset": list(erf.peak),
               "images": [{"file": str(p.file), "unit": [p.y, p.x], "value": p.value} for p in patches]})
 
 

@@ -119,10 +119,10 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
 @click.option("--tv-weight", type=float, default=None, help="[default: 0.2]")
 @click.option("--style-scale", type=float, default=1.0, show_default=True,
               help="Style image's size relative to the output (bigger = larger strokes).")
-@click.option("--init", "init", type=click.Choice(["noise", "content"]), default="noise", show_default=True)
+@click.option("--init", "init", type=click.Choice(["noise", "content"]), default="content", show_default=True)
 @click.option("--original-colors", is_flag=True, help="Transfer luminance only; keep the content's colours.")
 @click.option("--size", type=int, default=256, show_default=True, help="Longer side of the output.")
-@click.option("--steps", type=int, default=300, show_default=True, help="L-BFGS steps in all.")
+@click.option("--steps", type=int, default=200, show_default=True, help="L-BFGS steps in all.")
 @click.option("--octaves", type=int, default=None, help="Coarse-to-fine levels [default: 1, +1 per doubling above 384].")
 @click.option("--style-layers", default=None, help="Comma-separated style layers [default: from the layer index].")
 @click.option("--content-layer", default=None, help="Content layer [default: from the layer index].")

@@ -43,7 +43,8 @@ def _save_images(run: Run, images: torch.Tensor, names: list[str], classes: list
         x = _reread(path).to(model.device)
         with torch.no_grad():
             probs = model(model.preprocess.resize_tensor(x)).float().softmax(-1)[0]
-        cls = classes[i] if classes[i] is not None else int(probs.argmax())
+        given = classes[i]
+        cls = given if given is not None else int(probs.argmax())
         row: dict[str, Any] = {"file": path.name, "class_index": cls, "label": model.label(cls),
                                "prob": float(probs[cls]), "objective": float(objective_values[i])}
         jp = {jn: judge_probs(j, x, [cls])[0] for jn, j in judges}
@@ -98,7 +99,7 @@ def visualize_class_cmd(run: Run, classes: str, preset_name: str, param: str | N
     p = preset(preset_name, param=param, steps=steps, lr=lr)
     res = visualize_class(model, idx, preset=p, seed=run.seed, progress=True, snapshot_every=snapshots)
     names = [f"class_{c}_{_slug(model.label(c))}" for c in idx]
-    rows = _save_images(run, res.images, names, list(idx), judges, res.values, [{} for _ in idx])
+    rows = _save_images(run, res.images, names, list[int | None](idx), judges, res.values, [{} for _ in idx])
     if len(idx) > 1:
         save(grid([to_pil(im) for im in res.images], labels=[model.label(c) for c in idx], label_size=12),
              run.out / "grid.png")
@@ -167,7 +168,7 @@ def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None,
     out = multifaceted(model, c, files, k=k, layer=layer, preset=p, seed=run.seed, progress=True)
     names = [f"facet_{j}_{_slug(model.label(c))}" for j in range(k)]
     members = [[files[i].name for i in range(len(files)) if int(out.assignments[i]) == j] for j in range(k)]
-    rows = _save_images(run, out.result.images, names, [c] * k, judges, out.result.values,
+    rows = _save_images(run, out.result.images, names, list[int | None]([c] * k), judges, out.result.values,
                         [{"facet": j, "size": out.sizes[j], "members": members[j]} for j in range(k)])
     save(side_by_side([grid([to_pil(s) for s in out.starts], ncols=k, labels=[f"mean of {n}" for n in out.sizes]),
                        grid([to_pil(im) for im in out.result.images], ncols=k,
@@ -210,13 +211,14 @@ def dream_cmd(run: Run, image: str, layer: str, octaves: int, octave_scale: floa
 @click.option("--layer", default=None, help="One layer.")
 @click.option("--layers", default=None,
               help=f"Several layers side by side, comma separated [default: {','.join(DEFAULT_INVERT_LAYERS)}].")
-@click.option("--tv", type=float, default=0.5, show_default=True, help="Weight of the total-variation prior.")
+@click.option("--tv", type=float, default=None, help="Weight of the total-variation prior [0.05 L-BFGS, 0.5 Adam].")
 @click.option("--beta", type=float, default=2.0, show_default=True, help="Exponent of the total variation.")
-@click.option("--alpha-weight", type=float, default=1.0, show_default=True, help="Weight of the alpha-norm prior.")
-@click.option("--steps", type=int, default=200, show_default=True)
-@click.option("--optimizer", type=click.Choice(["adam", "lbfgs"]), default="adam", show_default=True)
-def invert_cmd(run: Run, image: str, layer: str | None, layers: str | None, tv: float, beta: float,
-               alpha_weight: float, steps: int, optimizer: str) -> None:
+@click.option("--alpha-weight", type=float, default=None, help="Weight of the alpha-norm prior [0.1 L-BFGS, 1 Adam].")
+@click.option("--steps", type=int, default=None, help="Steps per layer [100 L-BFGS, 200 Adam].")
+@click.option("--optimizer", type=click.Choice(["auto", "adam", "lbfgs"]), default="auto", show_default=True,
+              help="auto: L-BFGS for stride-2 layers, Adam with jitter deeper.")
+def invert_cmd(run: Run, image: str, layer: str | None, layers: str | None, tv: float | None, beta: float,
+               alpha_weight: float | None, steps: int | None, optimizer: str) -> None:
     """Feature inversion (Mahendran & Vedaldi 2015): reconstruct IMAGE from its code at one or several layers."""
     if layer and layers:
         raise UserError("give --layer or --layers, not both")

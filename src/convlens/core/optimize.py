@@ -262,10 +262,10 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
                         closure.last = float(loss.detach())  # type: ignore[attr-defined]
                         return loss
 
-                    opt.step(closure)
+                    opt.step(closure)  # type: ignore[arg-type]
                     loss_value = closure.last  # type: ignore[attr-defined]
                     if post:
-                        pix = param.pixels  # type: ignore[union-attr]
+                        pix: torch.Tensor = param.pixels  # type: ignore[union-attr,assignment]
                         for op in post:
                             op(pix.data, pix.grad, step_no)
                     param.after_step()

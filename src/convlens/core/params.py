@@ -54,6 +54,9 @@ class PixelImage(ImageParam):
         generator: for the noise.
     """
 
+    reference: torch.Tensor | None
+    pixels: nn.Parameter
+
     def __init__(self, init: torch.Tensor | None = None, *, size: int | tuple[int, int] = 224, batch: int = 1,
                  fill: float | tuple[float, float, float] = 0.5, noise: float = 0.0,
                  octave_mode: str = "image", generator: torch.Generator | None = None) -> None:
@@ -90,7 +93,7 @@ class PixelImage(ImageParam):
         size = _size(size)
         x = self.pixels.detach()
         if self.octave_mode == "detail" and self.reference is not None:
-            ref = self.reference
+            ref: torch.Tensor = self.reference
             detail = x - _resize(ref, self.size())
             new = _resize(ref, size) + _resize(detail, size)
         else:
@@ -133,6 +136,9 @@ class FourierImage(ImageParam):
     """
 
     magic = 4.0
+    scale: torch.Tensor
+    color: torch.Tensor
+    spectrum: nn.Parameter
 
     def __init__(self, init: torch.Tensor | None = None, *, size: int | tuple[int, int] = 224, batch: int = 1,
                  sd: float = 0.01, decay: float = 1.0, decorrelate: bool = True,

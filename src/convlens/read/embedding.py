@@ -83,7 +83,8 @@ def embed(codes: np.ndarray, method: str = "tsne", *, seed: int = 0, pca_dims: i
             xy = umap.UMAP(n_components=2, random_state=seed).fit_transform(reduced)
         params["pca_dims"] = pca_dims
     seconds = time.perf_counter() - started
-    tw = trustworthiness(x, xy, k=10) if measure and len(x) > 11 else None
+    k = min(10, (len(x) - 1) // 2)  # scikit-learn's 10 neighbours; fewer for tiny sets (k < N/2)
+    tw = trustworthiness(x, xy, k=k) if measure and k >= 1 else None
     return Embedding(np.asarray(xy, dtype=np.float32), method, seconds, tw, params)
 
 

@@ -29,7 +29,8 @@ class EmpiricalRF:
     ``map`` is ``(S, S)`` in input pixels, centred on the unit's theoretical receptive-field centre, each image's
     map scaled to max 1 before averaging; ``theoretical`` is the side of the theoretical window (drawn as a box of
     that side around the centre); ``empirical`` the side of the square with the area where the mean map exceeds
-    half its maximum. ``maps`` are the per-image discrepancy maps in image coordinates, ``units`` the ``(y, x)``
+    half its maximum, centred at ``peak`` (its offset ``(dy, dx)`` in pixels from the theoretical centre: TF-style
+    "same" padding pads bottom/right more, so effective fields may sit a little up-left). ``maps`` are the per-image discrepancy maps in image coordinates, ``units`` the ``(y, x)``
     map position used in each image.
     """
 
@@ -42,6 +43,7 @@ class EmpiricalRF:
     units: list[tuple[int, int]]
     occluder: int
     stride: int
+    peak: tuple[float, float] = (0.0, 0.0)
 
 
 def empirical_receptive_field(model: Model, images: torch.Tensor, layer: str, channel: int, *,
@@ -107,5 +109,12 @@ def empirical_receptive_field(model: Model, images: torch.Tensor, layer: str, ch
         sy1, sx1 = min(h, oy + side), min(w, ox + side)
         total[sy0 - oy:sy1 - oy, sx0 - ox:sx1 - ox] += m[sy0:sy1, sx0:sx1]
     mean = total / max(1, n)
-    empirical = float(np.sqrt((mean > 0.5 * mean.max()).sum())) if mean.max() > 0 else 0.0
-    return EmpiricalRF(layer, channel, mean.astype(np.float32), float(size), empirical, maps, used, occluder, stride)
+    hot = mean > 0.5 * mean.max() if mean.max() > 0 else np.zeros_like(mean, bool)
+    empirical = float(np.sqrt(hot.sum()))
+    peak = (0.0, 0.0)
+    if hot.any():
+        ys, xs = np.nonzero(hot)
+        w = mean[hot]
+        peak = (float((ys * w).sum() / w.sum()) - half, float((xs * w).sum() / w.sum()) - half)
+    return EmpiricalRF(layer, channel, mean.astype(np.float32), float(size), empirical, maps, used, occluder, stride,
+                       peak)

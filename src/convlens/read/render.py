@@ -196,7 +196,8 @@ def receptive_field_figure(erf: EmpiricalRF, images: torch.Tensor, *, px: int = 
     heat = draw_box(heat, [(c - th / 2) * s, (c - th / 2) * s, (c + th / 2) * s, (c + th / 2) * s],
                     color=(80, 200, 255), width=2)
     em = erf.empirical
-    heat = draw_box(heat, [(c - em / 2) * s, (c - em / 2) * s, (c + em / 2) * s, (c + em / 2) * s],
+    py, px_ = c + erf.peak[0], c + erf.peak[1]
+    heat = draw_box(heat, [(px_ - em / 2) * s, (py - em / 2) * s, (px_ + em / 2) * s, (py + em / 2) * s],
                     color=(255, 255, 255), width=1, dashed=True)
     panels: list[tuple[Image.Image, str]] = [
         (heat, f"mean of {len(erf.maps)} maps: empirical ~{em:.0f}px (dashed) vs theoretical {th:.0f}px (blue)")]

@@ -10,7 +10,6 @@ run. The page is rewritten after every section, so an interrupted tour leaves a 
 from __future__ import annotations
 
 import importlib
-import math
 import shutil
 import tempfile
 import time
@@ -28,6 +27,7 @@ from .. import __version__
 from ..images import demo_images, list_images, load_image
 from ..models import Model
 from . import figures as F
+from ..results import write_result
 from .html import render, save_image
 
 __all__ = ["Figure", "Table", "SectionOutput", "SectionResult", "Section", "TourContext", "TourReport", "SECTIONS",
@@ -277,14 +277,11 @@ def _sec_weights(ctx: TourContext, out: SectionOutput) -> None:
     w = conv.weight.detach().float().cpu()
     out.params.update({"layer": first, "scaling": "per filter, symmetric (grey = 0)"})
     try:
-        filter_grid = _need("read", "filter_grid")
+        conv_filters = _need("read", "conv_filters")
+        filters_figure = _need("read.render", "filters_figure")
+        img = filters_figure(conv_filters(model, first))
     except NotAvailable:
-        filter_grid = None
-    k = w.shape[-1]
-    scale = max(1, 96 // (k * 2))
-    if filter_grid is not None:
-        img = filter_grid(model, first)
-    else:
+        scale = max(1, 96 // (w.shape[-1] * 2))
         tiles = [F.tile(f, scale, mode="symmetric") for f in w]
         img = F.grid(tiles, ncols=min(16, len(tiles)), labels=[str(i) for i in range(len(tiles))], label_size=9)
     ctx.figure(out, "first", img, f"The {w.shape[0]} filters of {first} ({w.shape[2]}x{w.shape[3]}, RGB), "
@@ -518,7 +515,7 @@ def _sec_visualize(ctx: TourContext, out: SectionOutput) -> None:
 
 def _sec_dream(ctx: TourContext, out: SectionOutput) -> None:
     dream = _need("synthesize.dream", "dream")
-    kw = dict(octaves=ctx.q(3, 4), steps=ctx.q(8, 10), max_side=ctx.q(256, 512))
+    kw = {"octaves": ctx.q(3, 4), "steps": ctx.q(8, 10), "max_side": ctx.q(256, 512)}
     layer = "blocks.4" if "blocks.4" in ctx.model.layers else ctx.pick_layer()
     res = dream(ctx.model, ctx.photos[ctx.main_name], layer=layer, seed=ctx.seed, **kw)
     img = res.images[0].detach().cpu()
@@ -546,8 +543,7 @@ def _sec_invert(ctx: TourContext, out: SectionOutput) -> None:
 
 def _sec_texture(ctx: TourContext, out: SectionOutput) -> None:
     synthesize_texture = _need("synthesize.texture", "synthesize_texture")
-    from ..images import demo_images
-    from ..images import to_pixels
+    from ..images import demo_images, to_pixels
 
     name = "brick"
     sample = to_pixels(demo_images([name])[name])[None]
@@ -848,7 +844,7 @@ def run_tour(model: Model, out: str | Path, *, images: str | Path | None = None,
                 res.seconds = time.perf_counter() - t0
                 _write_page(ctx, results, started, running=False)
                 raise
-            except Exception as exc:  # a failing section is reported in its place; the rest still run
+            except Exception as exc:  # noqa: BLE001 - a failing section is reported in its place; the rest run
                 res.status, res.error = "failed", f"{type(exc).__name__}: {exc}"
                 res.traceback = "".join(traceback.format_exception(exc)[-6:])
             res.seconds = time.perf_counter() - t0
@@ -858,4 +854,6 @@ def run_tour(model: Model, out: str | Path, *, images: str | Path | None = None,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     path = _write_page(ctx, results, started, running=False)
-    return TourReport(results, path, time.perf_counter() - started, quick)
+    report = TourReport(results, path, time.perf_counter() - started, quick)
+    write_result(out, "tour", report.as_dict(), model=model.name, seed=seed)  # the CLI rewrites it with more
+    return report

@@ -17,6 +17,7 @@ from ..core.optimize import OptimizeResult, evaluate, optimize
 from ..core.params import PixelImage
 from ..core.taps import activations
 from ..core.transforms import Jitter
+from ..errors import UserError
 from ..images import ImageLike
 from ..models.model import Model
 
@@ -44,20 +45,23 @@ class InversionResult:
 
 
 def invert(model: Model, image: ImageLike | torch.Tensor, layers: str | Sequence[str] = DEFAULT_INVERT_LAYERS, *,
-           steps: int = 200, tv: float = 0.5, beta: float = 2.0, alpha: float = 6.0, alpha_weight: float = 1.0,
-           optimizer: str = "adam", lr: float | None = None, jitter: int = 1, seed: int = 0,
-           progress: bool = False) -> InversionResult:
+           steps: int | None = None, tv: float | None = None, beta: float = 2.0, alpha: float = 6.0,
+           alpha_weight: float | None = None, optimizer: str = "auto", lr: float | None = None, jitter: int = 1,
+           seed: int = 0, progress: bool = False) -> InversionResult:
     """Invert the code of ``image`` at each of ``layers`` (Mahendran & Vedaldi 2015), one reconstruction each.
 
     Args:
         model, image: the network and the photo (a path / PIL image, centre-cropped to the model input; or
             pixels ``(1, 3, H, W)``).
         layers: one or several layer names; each is inverted separately.
-        steps: optimiser steps per layer.
-        tv, beta: weight and exponent of the total-variation prior (:func:`total_variation`).
-        alpha, alpha_weight: exponent and weight of the alpha-norm prior (:func:`alpha_norm`).
-        optimizer: ``adam`` (default; with ``jitter`` random shifts, more informative at deep layers) or
-            ``lbfgs`` (``jitter`` is then ignored; near-perfect at shallow layers).
+        steps: optimiser steps per layer (default 100 for L-BFGS, 200 for Adam).
+        tv, beta: weight and exponent of the total-variation prior (:func:`total_variation`); default weight
+            0.05 for L-BFGS, 0.5 for Adam.
+        alpha, alpha_weight: exponent and weight of the alpha-norm prior (:func:`alpha_norm`); default weight
+            0.1 for L-BFGS, 1 for Adam.
+        optimizer: ``lbfgs`` (near-perfect at shallow layers; ``jitter`` is ignored), ``adam`` (with ``jitter``
+            random shifts and a stronger TV prior: more informative images at deep layers, where L-BFGS matches
+            the code with near-grey images), or ``auto`` (default): L-BFGS for layers of stride <= 2, Adam deeper.
         lr: step size (default 0.05 for Adam, 1 for L-BFGS).
         seed: the noise start and the shifts.
 
@@ -71,20 +75,27 @@ def invert(model: Model, image: ImageLike | torch.Tensor, layers: str | Sequence
         photo = (image if image.dim() == 4 else image[None]).float().to(model.device)
     else:
         photo = model.load(image)
+    if optimizer not in ("auto", "adam", "lbfgs"):
+        raise UserError(f"optimizer must be auto, adam or lbfgs, got {optimizer!r}")
     targets = activations(model, photo, names)
     out = InversionResult(photo=photo.detach())
-    regs = []
-    if tv:
-        regs.append(tv * total_variation(beta))
-    if alpha_weight:
-        regs.append(alpha_weight * alpha_norm(alpha))
     for i, name in enumerate(names):
+        opt = optimizer
+        if opt == "auto":
+            info = model.layers[name] if name in model.layers else None
+            shallow = info is not None and not info.rf.whole and max(info.rf.stride) <= 2
+            opt = "lbfgs" if shallow else "adam"
+        lbfgs = opt == "lbfgs"
+        w_tv = (0.05 if lbfgs else 0.5) if tv is None else tv
+        w_alpha = (0.1 if lbfgs else 1.0) if alpha_weight is None else alpha_weight
+        regs = ([w_tv * total_variation(beta)] if w_tv else []) + ([w_alpha * alpha_norm(alpha)] if w_alpha else [])
         gen = torch.Generator().manual_seed(seed + i)
-        param = PixelImage(size=tuple(photo.shape[-2:]), noise=0.1, generator=gen)
+        param = PixelImage(size=(int(photo.shape[-2]), int(photo.shape[-1])), noise=0.1, generator=gen)
         objective = feature_match(name, targets[name])
-        transforms = [Jitter(jitter, mode="roll")] if jitter and optimizer != "lbfgs" else []
-        res = optimize(model, objective, param, transforms=transforms, regularizers=regs or None, steps=steps,
-                       optimizer=optimizer, lr=lr, maximize=False, generator=gen, progress=progress)
+        transforms = [Jitter(jitter, mode="roll")] if jitter and not lbfgs else []
+        res = optimize(model, objective, param, transforms=transforms, regularizers=regs or None,
+                       steps=steps if steps is not None else (100 if lbfgs else 200), optimizer=opt, lr=lr,
+                       maximize=False, generator=gen, progress=progress)
         err = float(evaluate(model, objective, res.images).clamp_min(0).sqrt()[0])
         out.images[name] = res.images
         out.errors[name] = err

@@ -126,8 +126,8 @@ def style_objective(model: Model, content: torch.Tensor, targets: GramTargets, c
 def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.Tensor], *,
                    style_weights: Sequence[float] | None = None, content_weight: float = 1.0,
                    style_weight: float | None = None, tv_weight: float | None = None, style_scale: float = 1.0,
-                   init: str = "noise", original_colors: bool = False, size: int | None = 256,
-                   steps: int = 300, octaves: int = 1, style_layers_: Sequence[str] | None = None,
+                   init: str = "content", original_colors: bool = False, size: int | None = 256,
+                   steps: int = 200, octaves: int = 1, style_layers_: Sequence[str] | None = None,
                    content_layer_: str | None = None, pre_activation: bool = False, dream_weight: float = 0.0,
                    dream_layer: str | None = None, seed: int = 0,
                    callback: Callable[[int, float], None] | None = None) -> StyleResult:
@@ -140,7 +140,8 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
         style_weights: blend weights of the styles (normalised to sum to 1; default equal).
         content_weight, style_weight, tv_weight: weights of the scale-free terms.
         style_scale: the style image's longer side is ``style_scale * size`` (bigger = larger strokes).
-        init: ``"noise"`` (strongest stylisation) or ``"content"`` (closest to the photo).
+        init: ``"content"`` (default: sharp buildings, the painting's palette and strokes) or ``"noise"``
+            (stronger stylisation, but stray false colours with the clamped-pixel L-BFGS).
         original_colors: transfer luminance only and keep the content's chrominance.
         size: longer side of the output (``None`` keeps the content's size).
         steps: L-BFGS function evaluations in all (split over the octaves, most at the finest).

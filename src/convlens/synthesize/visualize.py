@@ -264,7 +264,7 @@ def multifaceted(model: Model, target: int | str, images: Sequence[ImageLike] | 
     starts = torch.stack([x[assign == j].mean(0) for j in order]).cpu()
     # the mean image is blurry and grey-ish; keep its layout but start the optimisation from it
     res = visualize(model, class_logit([cls] * k), preset=preset, batch=k, init=starts.clamp(0.02, 0.98),
-                    seed=seed, progress=progress, **overrides)
+                    seed=seed, progress=progress, **overrides)  # type: ignore[arg-type]
     remap = torch.empty(k, dtype=torch.long)
     for new, old in enumerate(order):
         remap[old] = new

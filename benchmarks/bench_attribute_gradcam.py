@@ -1,0 +1,53 @@
+"""Claim: convlens Grad-CAM is no slower than pytorch-grad-cam's GradCAM (same model, layer, image, process).
+
+Usage: python benchmarks/bench_attribute_gradcam.py [REPEATS]
+"""
+
+import statistics
+import sys
+import time
+
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+import convlens
+from convlens.attribute import grad_cam
+
+convlens.tune_allocator()
+repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+model = convlens.load_model("efficientnet_lite0")
+x = model.load(convlens.demo_images(["chelsea"])["chelsea"])
+t = int(model(x).argmax())
+layer = model.layers.last_spatial()
+
+
+class Normalised(torch.nn.Module):  # pytorch-grad-cam wants an nn.Module taking the same pixels
+    def __init__(self):
+        super().__init__()
+        self.m = model.module
+
+    def forward(self, z):
+        return self.m(model.preprocess.normalize(z))
+
+
+peer = GradCAM(model=Normalised(), target_layers=[model.layer(layer)])
+
+
+def med(fn):
+    fn()
+    ts = []
+    for _ in range(repeats):
+        s = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - s)
+    return statistics.median(ts)
+
+
+a = med(lambda: grad_cam(model, x, t, layer=layer))
+b = med(lambda: peer(input_tensor=x, targets=[ClassifierOutputTarget(t)]))
+ours, theirs = grad_cam(model, x, t, layer=layer)[0], torch.from_numpy(peer(input_tensor=x, targets=[
+    ClassifierOutputTarget(t)])[0])
+corr = torch.corrcoef(torch.stack([ours.flatten(), theirs.flatten()]))[0, 1]
+print(f"layer={layer} threads={torch.get_num_threads()} repeats={repeats} (medians)")
+print(f"convlens {a:.3f} s   pytorch-grad-cam {b:.3f} s   ratio = {b / a:.2f}x   map correlation {corr:.4f}")
