@@ -61,7 +61,7 @@ def plain_gatys_adam(model: convlens.Model, content: torch.Tensor, style: torch.
             s = s / len(s_layers)
             dy = x[..., 1:, :-1] - x[..., :-1, :-1]
             dx = x[..., :-1, 1:] - x[..., :-1, :-1]
-            tv = (dx.pow(2) + dy.pow(2)).pow(0.5).mean()
+            tv = (dx.pow(2) + dy.pow(2) + 1e-8).pow(0.5).mean()
             loss = c + sw * s + tw * tv
             loss.backward()
             opt.step()

@@ -170,7 +170,7 @@ def attack_cmd(run, images: tuple[str, ...], method: str, eps: str, alpha: str |
 @click.option("--limit", type=int, default=None, help="Use only the first N images of each folder.")
 @click.option("--examples", type=int, default=8, show_default=True, help="Fooled held-out photos to show.")
 def universal_cmd(run, folder: str, holdout: str, eps: str, norm: str, epochs: int, batch_size: int,
-                  step: str | None, limit: int | None, examples: int) -> None:
+                  step: str | None, dominant: bool, limit: int | None, examples: int) -> None:
     """A universal adversarial perturbation (Moosavi-Dezfooli 2017; SGD variant, Shafahi 2020) built on FOLDER.
 
     The fooling rate is measured on --holdout, whose images must differ from FOLDER's. Writes perturbation.png

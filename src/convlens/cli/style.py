@@ -67,7 +67,7 @@ def _progress(total: int, desc: str):
 @click.option("--layers-sweep", is_flag=True, help="Also render shallow-to-deep layer sets side by side.")
 @click.option("--steps", type=int, default=300, show_default=True, help="L-BFGS function evaluations.")
 @click.option("--sample-size", type=int, default=256, show_default=True, help="Longer side the sample is measured at.")
-@click.option("--tv-weight", type=float, default=1e-3, show_default=True, help="Total-variation weight.")
+@click.option("--tv-weight", type=float, default=0.05, show_default=True, help="Total-variation weight.")
 def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_sweep: bool, steps: int,
                 sample_size: int, tv_weight: float) -> None:
     """Synthesise a texture of any size from noise whose Gram matrices match SAMPLE (Gatys et al. 2015)."""

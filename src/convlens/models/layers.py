@@ -196,7 +196,8 @@ class LayerIndex:
         modules = dict(module.named_modules())
         order: list[LayerInfo] = []
         seen: set[str] = set()
-        image = torch.zeros(1, 3, *size, device=next(module.parameters(), torch.zeros(0)).device)
+        ref = next(module.parameters(), torch.zeros(0))
+        image = torch.zeros(1, 3, *size, device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
         tracer = _Tracer(image)
 
         def make_hook(name: str):  # noqa: ANN202

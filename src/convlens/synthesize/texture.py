@@ -233,20 +233,21 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 
 def noise_image(like: torch.Tensor, size: tuple[int, int], gen: torch.Generator, *, amount: float = 0.25,
-                cell: int = 8) -> torch.Tensor:
+                cell: int = 8, grey: bool = False) -> torch.Tensor:
     """Smooth random start ``(1, 3, H, W)``: the mean colour of ``like`` plus noise drawn at 1/``cell`` resolution.
 
     Pixel-level noise partly survives under networks whose stem has stride 2 (it is nearly invisible to them),
-    so the noise is made low-frequency.
+    so the noise is made low-frequency. ``grey`` draws the same noise for the three channels (no false colours
+    to remove: colour comes from the mean and from what the Grams ask for).
     """
     h, w = size
-    noise = torch.randn(1, 3, max(2, h // cell), max(2, w // cell), generator=gen)
+    noise = torch.randn(1, 1 if grey else 3, max(2, h // cell), max(2, w // cell), generator=gen)
     up = F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=False)
     return (like.mean((2, 3), keepdim=True).cpu() + amount * up).clamp(0, 1)
 
 
 def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None,
-                       layers: Sequence[str] | None = None, steps: int = 300, tv_weight: float = 0.01,
+                       layers: Sequence[str] | None = None, steps: int = 300, tv_weight: float = 0.05,
                        seed: int = 0, sample_size: int | None = 256, callback=None) -> TextureResult:
     """Synthesise a texture from noise whose Gram statistics match ``sample`` (Gatys, Ecker & Bethge 2015).
 
@@ -275,7 +276,7 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
     h, w = size or tuple(sample.shape[-2:])
     targets = GramTargets.from_images(model, [sample], layers)
     gen = torch.Generator().manual_seed(seed)
-    param = PixelImage(noise_image(sample, (h, w), gen))
+    param = PixelImage(noise_image(sample, (h, w), gen, cell=4, grey=True))
     res = optimize(model, targets.objective(), param, regularizers=[tv_weight * tv_objective(beta=1.0)],
                    steps=steps, optimizer="lbfgs", maximize=False, seed=seed,
                    callback=None if callback is None else (lambda i, img, loss: callback(i, loss)))

@@ -99,6 +99,9 @@ def preset(name: str, **overrides: object) -> Preset:
     return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
 
+_preset_by_name = preset
+
+
 def _param(p: Preset, model: Model, batch: int, size: tuple[int, int], init: torch.Tensor | None,
            gen: torch.Generator) -> ImageParam:
     if p.param == "fft":
@@ -120,7 +123,7 @@ def visualize(model: Model, objective: Objective, *, preset: str | Preset = "luc
     ``init`` starts from given pixels ``(N, 3, H, W)`` instead of grey / random spectra. Returns the loop's
     :class:`~convlens.core.optimize.OptimizeResult`; ``values`` are the objective per image.
     """
-    p = preset if isinstance(preset, Preset) else globals()["preset"](preset, **overrides)
+    p = preset if isinstance(preset, Preset) else _preset_by_name(preset, **overrides)
     if isinstance(preset, Preset) and overrides:
         p = replace(p, **overrides)  # type: ignore[arg-type]
     hw = model.preprocess.size if size is None else ((size, size) if isinstance(size, int) else size)
