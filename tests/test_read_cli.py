@@ -29,7 +29,7 @@ def photos(sample_dir, tmp_path_factory):
 
 
 def test_read_commands_write_pictures_and_json(photos, tmp_path, monkeypatch, lite0):
-    first = sorted(photos.glob("*.JPEG"))[0]
+    first = min(photos.glob("*.JPEG"))
     cases = [
         (["filters", "--out", str(tmp_path / "f")], "filters.png", ["layer", "kind"]),
         (["activations", str(first), "--layer", "blocks.0", "--out", str(tmp_path / "a")], "activations.png",

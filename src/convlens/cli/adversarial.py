@@ -165,7 +165,7 @@ def attack_cmd(run, images: tuple[str, ...], method: str, eps: str, alpha: str |
 @click.option("--epochs", type=int, default=6, show_default=True, help="Passes over FOLDER.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--step", default=None, help="Step size [default: eps/8, halved for the last third of the epochs].")
-@click.option("--dominant/--no-dominant", default=True, show_default=True,
+@click.option("--dominant/--no-dominant", default=False, show_default=True,
               help="After the first epoch, pull every image towards the class the pattern favours most.")
 @click.option("--limit", type=int, default=None, help="Use only the first N images of each folder.")
 @click.option("--examples", type=int, default=8, show_default=True, help="Fooled held-out photos to show.")

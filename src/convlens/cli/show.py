@@ -25,9 +25,13 @@ def _section_progress(i: int, n: int, res) -> None:  # noqa: ANN001
               help="A painting for the style-transfer section [default: a bundled colourful micrograph].")
 def tour_cmd(run, images: str | None, quick: bool, only: str | None, style: str | None) -> None:  # noqa: ANN001
     """The whole lecture on one model as a static HTML report (OUT/index.html, pictures beside it)."""
-    from ..show.tour import run_tour
+    from ..errors import UserError
+    from ..show.tour import SECTIONS, run_tour
 
     keys = [k.strip() for k in only.split(",") if k.strip()] if only else None
+    unknown = sorted(set(keys or ()) - {s.key for s in SECTIONS})
+    if unknown:  # before the model is loaded
+        raise UserError(f"unknown tour section(s) {', '.join(unknown)}; valid: {', '.join(s.key for s in SECTIONS)}")
     report = run_tour(run.model, run.out, images=images, quick=quick, seed=run.seed, only=keys, style=style,
                       progress=_section_progress)
     counts = ", ".join(f"{v} {k}" for k, v in report.counts.items())

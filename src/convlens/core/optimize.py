@@ -245,7 +245,7 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
                 params = [p for p in param.parameters() if p.requires_grad]
                 opt = _make_optimizer(optimizer, params, lr)
                 for _ in range(steps):
-                    def closure() -> torch.Tensor:
+                    def closure(opt: torch.optim.Optimizer = opt, param: ImageParam = param) -> torch.Tensor:
                         opt.zero_grad(set_to_none=True)
                         image = param()
                         views = []

@@ -104,7 +104,7 @@ def empirical_receptive_field(model: Model, images: torch.Tensor, layer: str, ch
         if m.max() > 0:
             m = m / m.max()
         # paste into the unit-centred frame
-        oy, ox = int(round(cy)) - half, int(round(cx)) - half
+        oy, ox = round(cy) - half, round(cx) - half
         sy0, sx0 = max(0, oy), max(0, ox)
         sy1, sx1 = min(h, oy + side), min(w, ox + side)
         total[sy0 - oy:sy1 - oy, sx0 - ox:sx1 - ox] += m[sy0:sy1, sx0:sx1]

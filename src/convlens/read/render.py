@@ -160,7 +160,7 @@ def top_patches_figure(tp: TopPatches, *, patch_px: int = 64, guided: Sequence[S
         tiles = []
         for j, p in enumerate(patches):
             canvas = Image.new("RGB", (min(side_w, 10**4), min(side_h, 10**4)), (128, 128, 128))
-            x0, y0, x1, y1 = p.box
+            x0, y0, _, _ = p.box
             fx0, fy0 = p.full[0], p.full[1]
             piece = to_rgb(p.pixels)
             if side_w <= 2048 and side_h <= 2048:
