@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import torch
 from torch import nn
 
 import convlens
+
+# pytest -n 2 runs two worker processes on a 2-core machine: one intra-op thread each, or they fight for the cores
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE = SHARED / "imagenet-sample"
