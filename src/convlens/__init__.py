@@ -13,6 +13,17 @@ from .images import demo_images, list_images, load_image, to_pil
 from .models import (DEFAULT_MODEL, LayerIndex, LayerInfo, Model, Prediction, Preprocess, ReceptiveField,
                      available_models, imagenet_labels, load_model, register)
 from .runtime import tune_allocator
+from .core import (Objective, OptimizeResult, Recorded, alpha_norm, channel, class_logit, class_logprob, feature_match,
+                   gram, gram_match, l2, layer_norm, neuron, optimize, total_variation)
+from .core.params import FourierImage, PixelImage
+from .read import (activation_maps, conv_filters, embed, empirical_receptive_field, linear_templates, load_dataset,
+                   neighbors, scan, top_patches, trustworthiness)
+from .read import DeadUnits, Histogram, PooledFeatures, TopK
+from .attribute import (Unit, deconvnet, deletion_insertion, grabcut, grad_cam, guided_backprop, guided_grad_cam,
+                        integrated_gradients, occlusion, saliency, smoothgrad, vanilla_gradient)
+from .synthesize import (apply_fast_style, dream, invert, load_fast_style, multifaceted, style_transfer,
+                         synthesize_texture, train_fast_style, visualize_class, visualize_unit)
+from .adversarial import attack, fgsm, fool, ifgsm, pgd, transfer, universal_perturbation
 
 __version__ = "0.1.0"
 
@@ -21,4 +32,31 @@ __all__ = [
     "available_models", "imagenet_labels", "DEFAULT_MODEL",
     "Tap", "StopForward", "BackwardRule", "backward_rule", "activations", "RULES",
     "UserError", "load_image", "list_images", "demo_images", "to_pil", "tune_allocator",
+    # core: objectives and the one optimisation loop
+    "Objective", "Recorded", "OptimizeResult", "optimize", "class_logit", "class_logprob", "channel", "neuron",
+    "layer_norm", "feature_match", "gram", "gram_match", "l2", "total_variation", "alpha_norm", "PixelImage",
+    "FourierImage",
+    # read
+    "scan", "load_dataset", "PooledFeatures", "TopK", "DeadUnits", "Histogram", "conv_filters", "linear_templates",
+    "activation_maps", "neighbors", "embed", "trustworthiness", "top_patches", "empirical_receptive_field",
+    # attribute
+    "Unit", "saliency", "vanilla_gradient", "guided_backprop", "deconvnet", "smoothgrad", "integrated_gradients",
+    "grad_cam", "guided_grad_cam", "occlusion", "grabcut", "deletion_insertion",
+    # synthesize
+    "visualize_class", "visualize_unit", "multifaceted", "dream", "invert", "synthesize_texture", "style_transfer",
+    "train_fast_style", "apply_fast_style", "load_fast_style",
+    # adversarial
+    "fool", "fgsm", "ifgsm", "pgd", "attack", "transfer", "universal_perturbation",
+    # show
+    "run_tour", "build_microscope",
 ]
+
+
+def __getattr__(name: str):  # noqa: ANN202 -- the HTML side imports Jinja2 only when asked for
+    if name == "run_tour":
+        from .show.tour import run_tour
+        return run_tour
+    if name == "build_microscope":
+        from .show.microscope import build_microscope
+        return build_microscope
+    raise AttributeError(f"module 'convlens' has no attribute {name!r}")

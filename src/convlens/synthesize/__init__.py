@@ -1,13 +1,20 @@
 """Optimisation to image: class / unit / multifaceted visualization, DeepDream, feature inversion.
 
-(Texture synthesis and style transfer live beside them in ``texture``, ``style`` and ``fast_style``.)
+Texture synthesis and neural style transfer (Gatys et al.), fast style transfer (Johnson et al.; Dumoulin et al.).
 """
 
 from .dream import DEFAULT_DREAM_LAYER, dream
 from .invert import DEFAULT_INVERT_LAYERS, InversionResult, invert
+from .fast_style import (FastStyleConfig, TransformNet, apply_fast_style, load_fast_style, pretrained_path,
+                         save_fast_style, train_fast_style)
+from .style import StyleResult, keep_colors, style_transfer
+from .texture import GramStyle, GramTargets, TextureResult, content_layer, layer_sweep, style_layers, synthesize_texture
 from .visualize import (PRESETS, MultifacetedResult, Preset, judge_probs, multifaceted, preset, visualize,
                         visualize_class, visualize_unit)
 
 __all__ = ["visualize", "visualize_class", "visualize_unit", "multifaceted", "MultifacetedResult", "Preset",
            "PRESETS", "preset", "judge_probs", "dream", "DEFAULT_DREAM_LAYER", "invert", "InversionResult",
-           "DEFAULT_INVERT_LAYERS"]
+           "DEFAULT_INVERT_LAYERS", "synthesize_texture", "layer_sweep", "TextureResult", "GramTargets", "GramStyle",
+           "style_layers", "content_layer", "style_transfer", "StyleResult", "keep_colors", "TransformNet",
+           "train_fast_style", "apply_fast_style", "load_fast_style", "save_fast_style", "FastStyleConfig",
+           "pretrained_path"]
