@@ -45,7 +45,7 @@ peers = {
         x, target=t, n_steps=50, internal_batch_size=25).abs().amax(1),
     "captum:Occlusion": lambda x, t: Occlusion(lambda z: model(z).softmax(-1)).attribute(
         x, sliding_window_shapes=(3, 32, 32), strides=(3, stride, stride), target=t, perturbations_per_eval=64)[:, 0],
-    "grad-cam:GradCAM": lambda x, t: torch.from_numpy(cam_peer(input_tensor=x, targets=[
+    "grad-cam:GradCAM": lambda x, t: torch.from_numpy(cam_peer(input_tensor=x.clone().requires_grad_(True), targets=[
         ClassifierOutputTarget(int(t))])),
 }
 rows = {name: [] for name in list(ours) + list(peers)}

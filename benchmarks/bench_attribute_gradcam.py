@@ -32,6 +32,9 @@ class Normalised(torch.nn.Module):  # pytorch-grad-cam wants an nn.Module taking
 
 
 peer = GradCAM(model=Normalised(), target_layers=[model.layer(layer)])
+# convlens' zoo models keep their weights frozen; pytorch-grad-cam needs something upstream of the layer to require
+# a gradient, so give it the cheapest such thing: the input (weight gradients would cost it more).
+x_peer = x.clone().requires_grad_(True)
 
 
 def med(fn):
@@ -45,8 +48,8 @@ def med(fn):
 
 
 a = med(lambda: grad_cam(model, x, t, layer=layer))
-b = med(lambda: peer(input_tensor=x, targets=[ClassifierOutputTarget(t)]))
-ours, theirs = grad_cam(model, x, t, layer=layer)[0], torch.from_numpy(peer(input_tensor=x, targets=[
+b = med(lambda: peer(input_tensor=x_peer, targets=[ClassifierOutputTarget(t)]))
+ours, theirs = grad_cam(model, x, t, layer=layer)[0], torch.from_numpy(peer(input_tensor=x_peer, targets=[
     ClassifierOutputTarget(t)])[0])
 corr = torch.corrcoef(torch.stack([ours.flatten(), theirs.flatten()]))[0, 1]
 print(f"layer={layer} threads={torch.get_num_threads()} repeats={repeats} (medians)")
