@@ -51,10 +51,9 @@ def _progress(total: int, desc: str):
 
     bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
-    def cb(i: int, loss: float) -> None:
-        bar.update(1)
-        if i % 10 == 0:
-            bar.set_postfix(loss=f"{loss:.4g}")
+    def cb(i: int, loss: float) -> None:  # i: steps done so far (L-BFGS reports every few steps)
+        bar.update(max(0, i - bar.n))
+        bar.set_postfix(loss=f"{loss:.4g}")
     return bar, cb
 
 

@@ -83,6 +83,9 @@ class L1SGD(torch.optim.Optimizer):
                 p.sub_(group["lr"] * g / scale)
 
 
+_LBFGS_CHUNK = 10
+
+
 def _make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
@@ -244,7 +247,15 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
                     param = param.to(device)
                 params = [p for p in param.parameters() if p.requires_grad]
                 opt = _make_optimizer(optimizer, params, lr)
-                for _ in range(steps):
+                done = 0
+                while done < steps:
+                    # L-BFGS runs several iterations per call so its line search reuses evaluations (a call of one
+                    # iteration re-evaluates the starting point every time: twice the forward passes)
+                    n = min(_LBFGS_CHUNK, steps - done) if optimizer == "lbfgs" else 1
+                    if optimizer == "lbfgs":
+                        opt.param_groups[0]["max_iter"] = n
+                        opt.param_groups[0]["max_eval"] = n * 5 // 4 + 1
+                    done += n
                     def closure(opt: torch.optim.Optimizer = opt, param: ImageParam = param) -> torch.Tensor:
                         opt.zero_grad(set_to_none=True)
                         image = param()
@@ -259,27 +270,29 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
                         if penalty is not None:
                             loss = loss + penalty.sum()
                         loss.backward()
-                        closure.last = float(loss.detach())  # type: ignore[attr-defined]
+                        evals.append(float(loss.detach()))
                         return loss
 
+                    evals: list[float] = []
                     opt.step(closure)  # type: ignore[arg-type]
-                    loss_value = closure.last  # type: ignore[attr-defined]
+                    loss_value = evals[-1]
                     if post:
                         pix: torch.Tensor = param.pixels  # type: ignore[union-attr,assignment]
                         for op in post:
                             op(pix.data, pix.grad, step_no)
                     param.after_step()
-                    losses.append(loss_value)
-                    step_no += 1
-                    if snapshot_every and step_no % snapshot_every == 0:
+                    # one value per step; an L-BFGS call of n iterations gives the last n of its evaluations
+                    losses += evals[-n:] if len(evals) >= n else evals + [loss_value] * (n - len(evals))
+                    step_no += n
+                    if snapshot_every and step_no // snapshot_every > (step_no - n) // snapshot_every:
                         with torch.no_grad():
                             snaps.append(param().detach().cpu().clone())
                     if callback is not None:
                         with torch.no_grad():
                             callback(step_no, param().detach(), loss_value)
                     if bar is not None:
-                        bar.update(1)
-                        if step_no % 10 == 0:
+                        bar.update(n)
+                        if step_no % 10 < n:
                             bar.set_postfix(loss=f"{loss_value:.4g}")
     finally:
         if bar is not None:
