@@ -162,9 +162,9 @@ def attack_cmd(run, images: tuple[str, ...], method: str, eps: str, alpha: str |
 @click.option("--holdout", required=True, help="Folder of other images to measure the fooling rate on.")
 @click.option("--eps", default="10/255", show_default=True, help="Radius of the pattern (pixel units).")
 @click.option("--norm", type=click.Choice(NORMS), default="linf", show_default=True)
-@click.option("--epochs", type=int, default=6, show_default=True, help="Passes over FOLDER.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--step", default=None, help="Step size [default: eps/8, halved for the last third of the epochs].")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Passes over FOLDER.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--step", default=None, help="First step size [default: eps/2, cosine-decayed to eps/100].")
 @click.option("--dominant/--no-dominant", default=False, show_default=True,
               help="After the first epoch, pull every image towards the class the pattern favours most.")
 @click.option("--limit", type=int, default=None, help="Use only the first N images of each folder.")
