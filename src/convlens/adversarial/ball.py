@@ -41,6 +41,8 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, norm: str =
     check_norm(norm)
     if norm == "linf":
         e = torch.tensor(eps, dtype=x.dtype, device=x.device)
+        if float(e) > eps:  # eps itself rounded up in this dtype: use the representable value just below it
+            e = torch.nextafter(e, torch.zeros_like(e))
         out = torch.minimum(torch.maximum(x_adv, x - e), x + e).clamp(0, 1)
         # ``x + e`` is rounded, so ``out - x`` may exceed ``e`` by an ulp: step those pixels one ulp towards x.
         for _ in range(8):
