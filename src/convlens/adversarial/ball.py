@@ -27,12 +27,14 @@ def _flat_l2(d: torch.Tensor) -> torch.Tensor:
     return d.flatten(1).norm(dim=1)
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, norm: str = "linf") -> torch.Tensor:
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, norm: str = "linf", *,
+            box: bool = True) -> torch.Tensor:
     """Bring a batch of candidates back into ``{x' : ||x' - x|| <= eps} ∩ [0, 1]^n``.
 
     For ``linf`` this is the Euclidean projection (a per-pixel clamp). For ``l2`` the perturbation is scaled
     onto the ball and then clipped to the box (clipping towards ``x`` only shrinks it), a feasible point close
-    to the projection. ``eps=None`` keeps only the box (an unbounded attack). Returns a new tensor, detached.
+    to the projection. ``eps=None`` keeps only the box (an unbounded attack); ``box=False`` keeps only the ball
+    (for a perturbation itself, which may be negative). Returns a new tensor, detached.
     """
     x_adv = x_adv.detach()
     x = x.detach()
@@ -43,7 +45,8 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, norm: str =
         e = torch.tensor(eps, dtype=x.dtype, device=x.device)
         if float(e) > eps:  # eps itself rounded up in this dtype: use the representable value just below it
             e = torch.nextafter(e, torch.zeros_like(e))
-        out = torch.minimum(torch.maximum(x_adv, x - e), x + e).clamp(0, 1)
+        out = torch.minimum(torch.maximum(x_adv, x - e), x + e)
+        out = out.clamp(0, 1) if box else out
         # ``x + e`` is rounded, so ``out - x`` may exceed ``e`` by an ulp: step those pixels one ulp towards x.
         for _ in range(8):
             d = out - x
@@ -55,14 +58,16 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, norm: str =
     d = x_adv - x
     n = _flat_l2(d.double()).view(-1, *([1] * (x.dim() - 1)))
     scale = torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n)).to(x.dtype)
-    out = (x + d * scale).clamp(0, 1)
+    out = x + d * scale
+    out = out.clamp(0, 1) if box else out
     for _ in range(8):  # rounding may leave the norm a hair above eps: shrink those images a little more
         n = _flat_l2((out - x).double())
         bad = n > eps
         if not bool(bad.any()):
             break
         shrink = torch.where(bad, eps / n * (1 - 1e-6), torch.ones_like(n)).to(x.dtype).view_as(scale)
-        out = (x + (out - x) * shrink).clamp(0, 1)
+        out = x + (out - x) * shrink
+        out = out.clamp(0, 1) if box else out
     return out
 
 

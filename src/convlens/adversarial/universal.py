@@ -139,7 +139,7 @@ def universal_perturbation(model: Model | Callable[[torch.Tensor], torch.Tensor]
                 v = v + lr * g.sign()
             else:
                 v = v + lr * g / g.norm().clamp_min(1e-12)
-            v = project(v, zero, eps, norm)
+            v = project(v, zero, eps, norm, box=False)  # the pattern may be negative; x + v is clipped
             steps += 1
             if progress is not None:
                 progress(int(sel.numel()))
