@@ -47,14 +47,20 @@ def imagenet_labels() -> list[str]:
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def _load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_torch_file(path: str | Path, what: str) -> object:
+    """``torch.load`` a user's file safely (``weights_only``), a missing or unreadable one answered by one line."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"no such weights file: {p}")
+        raise UserError(f"no such {what}: {p}")
     try:
-        sd = torch.load(p, map_location="cpu", weights_only=True)
+        return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- any unpickling failure is the user's file
-        raise UserError(f"cannot read weights file {p}: {exc.__class__.__name__}") from None
+        raise UserError(f"cannot read {what} {p}: {exc.__class__.__name__}") from None
+
+
+def _load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    p = Path(path)
+    sd = read_torch_file(p, "weights file")
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]

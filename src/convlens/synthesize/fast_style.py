@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..models.zoo import read_torch_file
 from ..images import ImageLike, list_images, load_image, to_pixels
 from ..models.model import Model
 from .texture import GramTargets, _resize_long, content_layer, features, style_layers, total_variation
@@ -316,12 +317,7 @@ def load_fast_style(path: str | Path, *, device: str | torch.device = "cpu"
     """Read a file written by :func:`save_fast_style`: the network in eval mode, its config, training state and
     optimiser state (the last two ``None`` for a network saved without them)."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"no such fast-style model: {p}")
-    try:
-        doc = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- any unpickling failure is the user's file
-        raise UserError(f"cannot read fast-style model {p}: {exc.__class__.__name__}") from None
+    doc = read_torch_file(p, "fast-style model")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UserError(f"{p} is not a convlens fast-style model (expected format {FORMAT})")
     arch = doc["arch"]
