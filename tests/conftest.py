@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ import convlens
 # pytest -n 2 runs two worker processes on a 2-core machine: one intra-op thread each, or they fight for the cores
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+# compiled networks (convlens.core.engine) are cached here, not in the user's ~/.cache
+os.environ["CONVLENS_CACHE"] = tempfile.mkdtemp(prefix="convlens-test-cache-")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE = SHARED / "imagenet-sample"

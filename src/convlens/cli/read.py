@@ -139,7 +139,8 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
     tw = "n/a" if emb.trustworthiness is None else f"{emb.trustworthiness:.3f}"
     click.echo(f"{method}: {len(codes)} codes in {emb.seconds:.1f}s, trustworthiness {tw}")
     run.save({"layer": layer, "method": method, "trustworthiness": emb.trustworthiness,
-              "embed_seconds": emb.seconds, "grid": side, "params": emb.params, "skipped": out.skipped,
+              "embed_seconds": emb.seconds, "scan_seconds": out.seconds, "engine": out.engine, "grid": side,
+              "params": emb.params, "skipped": out.skipped,
               "points": [{"file": str(f), "x": float(p[0]), "y": float(p[1]), "cell": int(c),
                           "label": labels[i] if has_labels else None}  # type: ignore[index]
                          for i, (f, p, c) in enumerate(zip(feats.files, emb.xy, cells))]})
@@ -212,6 +213,6 @@ def dead_units_cmd(run, dataset: str, layers: tuple[str, ...], limit: int | None
     for name, d in dead.items():
         click.echo(f"{name:<36} {d.channels:>8} {len(d.dead):>6} {d.fraction:>9.1%}")
     save(render.dead_units_figure(dead), run.out / "dead_units.png", max_kb=400)
-    run.save({"images": out.images, "skipped": out.skipped, "layers": {
+    run.save({"images": out.images, "engine": out.engine, "skipped": out.skipped, "layers": {
         name: {"channels": d.channels, "dead": d.dead, "fraction": d.fraction,
                "silent_fraction": d.silent_fraction.round(4).tolist()} for name, d in dead.items()}})

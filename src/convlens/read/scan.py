@@ -24,9 +24,10 @@ API:
   ``scan(m, ds[:400], [a]); scan(m, ds[400:], [b]); a.merge(b)`` equals one full scan.
 
 How it is fast on a CPU (see ``benchmarks/bench_scan_throughput.py``): the network runs once per batch up to
-the deepest layer any reducer needs (stopping early), in ``channels_last`` memory layout, under
-``no_grad``, with glibc's allocator tuned so activation buffers are reused (:func:`convlens.tune_allocator`),
-at a batch size chosen by timing a few candidates; images are decoded (JPEG draft mode) and resized by worker
+the deepest layer any reducer needs (stopping early), compiled by OpenVINO in fp32 when it is installed
+(:mod:`convlens.core.engine`; checked against PyTorch before use), else in PyTorch in ``channels_last`` memory
+layout at a batch size chosen by timing a few candidates, with glibc's allocator tuned so activation buffers
+are reused (:func:`convlens.tune_allocator`); images are decoded (JPEG draft mode) and resized by worker
 threads while the network computes. Memory stays flat in the number of images: batches are prefetched a bounded
 distance ahead and reducers keep fixed-size state, features going to memory-mapped files in ``cache_dir``.
 
@@ -36,7 +37,6 @@ it stopped. Unreadable images are reported in ``skipped`` (and warned about), ne
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from collections import deque
@@ -48,14 +48,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.taps import Tap
+from ..core.engine import ENGINES, LayerReader, channels_last, open_reader
 from ..errors import UserError
 from ..models import Model
 from ..runtime import tune_allocator
 from .dataset import Dataset, load_dataset
 from .reducers import BatchMeta, Reducer
 
-__all__ = ["ScanResult", "channels_last", "choose_batch_size", "dead_unit_layers", "feature_layer", "scan"]
+__all__ = ["ScanResult", "choose_batch_size", "dead_unit_layers", "feature_layer", "scan"]
 
 _BATCH_CACHE: dict[tuple, int] = {}
 
@@ -67,23 +67,7 @@ class ScanResult(dict):
     images: int
     seconds: float
     batch_size: int
-
-
-@contextlib.contextmanager
-def channels_last(model: Model) -> Iterator[None]:
-    """Run the network in ``channels_last`` layout for the duration (a wrapped user network is put back after)."""
-    module = model.module
-    params = list(module.parameters())
-    if not params or not any(p.dim() == 4 for p in params):
-        yield
-        return
-    was = [p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in params if p.dim() == 4]
-    module.to(memory_format=torch.channels_last)
-    try:
-        yield
-    finally:
-        if not getattr(model, "_owned", False) and not all(was):
-            module.to(memory_format=torch.contiguous_format)
+    engine: str
 
 
 def _deepest(model: Model, layers: set[str]) -> list[str]:
@@ -91,14 +75,6 @@ def _deepest(model: Model, layers: set[str]) -> list[str]:
     for name in layers:
         model.layers[name]  # unknown names answered with the closest ones
     return sorted(layers, key=order.index)
-
-
-def _forward(model: Model, layers: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    if not layers:
-        return {}
-    with Tap(model, layers, stop=True, detach=True) as tap:
-        tap.run(x)
-        return dict(tap.outputs)
 
 
 def choose_batch_size(model: Model, layers: Sequence[str] = (), *, candidates: Sequence[int] = (4, 8, 16, 32),
@@ -115,11 +91,12 @@ def choose_batch_size(model: Model, layers: Sequence[str] = (), *, candidates: S
     h, w = model.preprocess.size
     best, best_rate = candidates[0], 0.0
     names = list(layers) or [order[-1]]
+    read = LayerReader(model, names)
     with torch.no_grad(), channels_last(model):
         for b in candidates:
             x = torch.rand(b, 3, h, w, device=model.device).contiguous(memory_format=torch.channels_last)
-            _forward(model, names, x)  # warm-up
-            t = min(_timed(model, names, x) for _ in range(repeats))
+            read(x)  # warm-up
+            t = min(_timed(read, x) for _ in range(repeats))
             rate = b / t
             if rate > best_rate * 1.03:  # a bigger batch must be clearly faster to win
                 best, best_rate = b, rate
@@ -127,9 +104,9 @@ def choose_batch_size(model: Model, layers: Sequence[str] = (), *, candidates: S
     return best
 
 
-def _timed(model: Model, names: list[str], x: torch.Tensor) -> float:
+def _timed(read: LayerReader, x: torch.Tensor) -> float:
     t = time.perf_counter()
-    _forward(model, names, x)
+    read(x)
     if x.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t
@@ -141,7 +118,7 @@ def _decode(model: Model, path: Path) -> torch.Tensor:
 
 def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict[str, Reducer], *,
          batch_size: int | None = None, cache_dir: str | Path | None = None, progress: bool = True,
-         workers: int = 2, tune: bool = True) -> ScanResult:
+         workers: int = 2, tune: bool = True, engine: str = "auto") -> ScanResult:
     """Stream a dataset through ``model`` once and feed every reducer from the same forward pass.
 
     Args:
@@ -153,11 +130,15 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
         progress: show a progress bar (tqdm) on stderr.
         workers: threads that decode and resize images while the network computes.
         tune: apply :func:`convlens.tune_allocator` (keeps activation buffers in the process; glibc only).
+        engine: ``"auto"`` (OpenVINO on the CPU when it is installed and there are at least 64 images to read,
+            else PyTorch), ``"openvino"`` or ``"torch"``; see :mod:`convlens.core.engine`.
 
     Returns:
         A :class:`ScanResult`: reducer name -> ``reducer.result()``; ``.skipped`` lists ``(file, reason)`` for
         unreadable images.
     """
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if tune:
         tune_allocator()
     dataset = load_dataset(images_or_folder)
@@ -187,9 +168,9 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
 
     started = time.perf_counter()
     skipped: list[tuple[str, str]] = []
-    if batch_size is None:
-        batch_size = 8 if len(todo) < 64 or not layers else choose_batch_size(model, layers)
-    if batch_size < 1:
+    if engine == "auto" and len(todo) < 64:
+        engine = "torch"  # compiling costs a second or two, more than a small scan saves
+    if batch_size is not None and batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
 
     bar = None
@@ -199,10 +180,14 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
         bar = tqdm(total=len(todo), unit="img", desc="scan", leave=False)
     seen = 0
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, torch.no_grad(), channels_last(model):
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, open_reader(model, layers, engine=engine) as read:
+            if batch_size is None:  # OpenVINO splits batches into requests of its own; it only needs enough images
+                measure = read.engine == "torch" and len(todo) >= 64 and layers
+                batch_size = choose_batch_size(model, layers) if measure else 16 if read.engine != "torch" else 8
+            engine = read.engine
             for pixels, pos in _batches(model, dataset, todo, batch_size, pool, skipped):
-                x = pixels.to(model.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                acts = _forward(model, layers, x)
+                x = pixels.to(model.device, non_blocking=True)
+                acts = read(x)
                 meta = BatchMeta(dataset.ids[pos], [dataset.files[i] for i in pos],
                                  None if dataset.labels is None else [dataset.labels[i] for i in pos], x)
                 for r in active.values():
@@ -218,7 +203,7 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
     for f, why in skipped:
         warnings.warn(f"skipped {f}: {why}", stacklevel=2)
     out = ScanResult({name: r.result() for name, r in named.items()})
-    out.skipped, out.images, out.batch_size = skipped, seen, batch_size
+    out.skipped, out.images, out.batch_size, out.engine = skipped, seen, batch_size or 0, engine
     out.seconds = time.perf_counter() - started
     return out
 

@@ -1,0 +1,161 @@
+"""The forward-only reader: OpenVINO's compiled network gives PyTorch's numbers, falls back, caches, stays quiet."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convlens.core import engine
+from convlens.core.taps import activations
+from convlens.errors import UserError
+from convlens.read import DeadUnits, PooledFeatures, TopK, load_dataset, scan
+
+pytestmark = pytest.mark.skipif(not engine.openvino_available(), reason="OpenVINO is not installed")
+
+LAYERS = ["act1", "conv2", "shared", "fc"]  # an in-place ReLU, a conv, a ReLU module called twice, the logits
+
+
+def _pixels(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_openvino_reader_equals_pytorch_on_awkward_layers(tiny):
+    x = _pixels(5)  # odd: the last request is padded and cut off
+    want = activations(tiny, x, LAYERS)
+    with engine.open_reader(tiny, LAYERS, engine="openvino") as read:
+        assert read.engine == "openvino"
+        got = read(x)
+        assert read(x[:1])["fc"].shape == (1, 5)
+    for name in LAYERS:
+        assert got[name].shape == want[name].shape
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-5)
+
+
+def test_scan_gives_the_same_results_on_both_engines(tiny, tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(11):
+        Image.fromarray(rng.integers(0, 256, (36 + i, 40, 3), dtype=np.uint8)).save(tmp_path / f"{i:02d}.png")
+    ds = load_dataset(tmp_path)
+    out = {e: scan(tiny, ds, [PooledFeatures(["conv4", "fc"]), TopK("conv2", k=3), DeadUnits(["act1", "shared"])],
+                   batch_size=4, progress=False, engine=e) for e in ("torch", "openvino")}
+    assert out["openvino"].engine == "openvino" and out["torch"].engine == "torch"
+    for layer in ("conv4", "fc"):
+        np.testing.assert_allclose(out["openvino"]["features"].layers[layer], out["torch"]["features"].layers[layer],
+                                   rtol=1e-5, atol=1e-5)
+    a, b = out["openvino"]["topk:conv2"], out["torch"]["topk:conv2"]
+    assert (a.ids == b.ids).all() and (a.y == b.y).all() and (a.x == b.x).all()
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-6)
+    for layer in ("act1", "shared"):
+        assert out["openvino"]["dead"][layer].silent.tolist() == out["torch"]["dead"][layer].silent.tolist()
+
+
+def test_small_scans_stay_on_pytorch_under_auto(tiny, tmp_path):
+    for i in range(3):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    assert scan(tiny, tmp_path, [PooledFeatures("fc")], progress=False).engine == "torch"
+
+
+def test_converted_network_comes_back_from_the_disk_cache(tiny, monkeypatch):
+    engine._compiled.clear()
+    with engine.open_reader(tiny, ["conv4"], engine="openvino") as read:
+        first = read(_pixels(2))["conv4"]
+    assert list((engine.cache_root() / "openvino").glob("*.xml"))
+    engine._compiled.clear()  # a new process: only the disk cache remains
+    ov = engine._openvino()
+    monkeypatch.setattr(ov, "convert_model", lambda *a, **k: pytest.fail("converted again despite the cache"))
+    with engine.open_reader(tiny, ["conv4"], engine="openvino") as read:
+        torch.testing.assert_close(read(_pixels(2))["conv4"], first)
+
+
+def test_disk_cache_keeps_only_the_most_recently_used(tiny, monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVLENS_CACHE", str(tmp_path))
+    monkeypatch.setattr(engine, "_KEEP_ON_DISK", 2)
+    for layers in (["conv2"], ["conv3"], ["conv4"]):
+        engine._compiled.clear()
+        with engine.open_reader(tiny, layers, engine="openvino") as read:
+            read(_pixels(1))
+    kept = list((tmp_path / "openvino").iterdir())
+    assert len(kept) == 4 and {p.suffix for p in kept} == {".xml", ".bin"}
+
+
+def test_changed_weights_are_compiled_again(tiny, tiny_module):
+    x = _pixels(2)
+    with engine.open_reader(tiny, ["fc"], engine="openvino") as read:
+        before = read(x)["fc"]
+    with torch.no_grad():
+        tiny_module.fc.bias.add_(1.0)  # in place, as an optimiser step does
+    with engine.open_reader(tiny, ["fc"], engine="openvino") as read:
+        after = read(x)["fc"]
+    torch.testing.assert_close(after, before + 1.0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(after, activations(tiny, x, "fc")["fc"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_network_openvino_cannot_run_falls_back_to_pytorch_with_a_warning(tiny, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operation")
+
+    engine._compiled.clear()
+    monkeypatch.setattr(engine, "_converted", broken)
+    with contextlib.ExitStack() as stack:
+        with pytest.warns(UserWarning, match="unsupported operation"):
+            read = stack.enter_context(engine.open_reader(tiny, ["fc"], engine="auto"))
+        assert read.engine == "torch"
+        torch.testing.assert_close(read(_pixels(3))["fc"], activations(tiny, _pixels(3), "fc")["fc"])
+    with pytest.raises(UserError, match="unsupported operation"), engine.open_reader(tiny, ["fc"], engine="openvino"):
+        pass
+
+
+def test_a_compiled_network_that_differs_is_not_used(tiny, monkeypatch):
+    class Wrong:  # stands in for a compiled network whose numbers are off
+        def __init__(self, real):
+            self.real = real
+
+        def __call__(self, x):
+            return [o + 0.01 for o in self.real(x).values()]
+
+    engine._compiled.clear()
+    core_cls = engine._openvino().Core
+    compile_model = core_cls.compile_model
+    monkeypatch.setattr(core_cls, "compile_model", lambda self, *a, **k: Wrong(compile_model(self, *a, **k)))
+    with contextlib.ExitStack() as stack:
+        with pytest.warns(UserWarning, match="differs from PyTorch"):
+            read = stack.enter_context(engine.open_reader(tiny, ["fc"], engine="auto"))
+        assert read.engine == "torch"
+
+
+def test_bad_engine_requests_are_user_errors(tiny):
+    with pytest.raises(UserError, match="unknown engine"), engine.open_reader(tiny, ["fc"], engine="tensorrt"):
+        pass
+    with pytest.raises(UserError, match="unknown engine"):
+        scan(tiny, [], [PooledFeatures("fc")], engine="fast")
+
+
+def test_openvino_is_imported_without_telemetry(tmp_path):
+    code = ("from convlens.core.engine import _openvino; ov = _openvino(); "
+            "import openvino.tools.ovc.telemetry_utils as t; print(t.tm.__name__)")
+    env = dict(os.environ, HOME=str(tmp_path), CI="")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("telemetry_stub")
+    assert not (Path(tmp_path) / "intel").exists()  # no consent or client-id files written
+
+
+@pytest.mark.slow
+def test_lite0_features_and_deep_maps_match_pytorch_on_photos(lite0, chelsea):
+    x = torch.stack([lite0.preprocess.to_tensor(chelsea), lite0.preprocess.to_tensor(chelsea.rotate(90))])
+    layers = ["blocks.4", "global_pool"]
+    want = activations(lite0, x, layers)
+    with engine.open_reader(lite0, layers, engine="openvino") as read:
+        got = read(x)
+    for name in layers:
+        scale = float(want[name].abs().max())
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-5 * scale + 1e-6)
+    assert int(lite0.module.forward_head(got["global_pool"][:1, :, None, None]).argmax()) == \
+        int(lite0(x[:1]).argmax())
