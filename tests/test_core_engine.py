@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import convlens
 from convlens.core import engine
 from convlens.core.taps import activations
 from convlens.errors import UserError
@@ -96,6 +97,15 @@ def test_changed_weights_are_compiled_again(tiny, tiny_module):
         after = read(x)["fc"]
     torch.testing.assert_close(after, before + 1.0, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(after, activations(tiny, x, "fc")["fc"], rtol=1e-5, atol=1e-5)
+
+
+def test_the_same_network_under_other_preprocessing_is_compiled_again(tiny, tiny_module):
+    other = convlens.Model.wrap(tiny_module, mean=(0.2, 0.3, 0.4), std=(0.5, 0.5, 0.5), size=32)
+    x = _pixels(2)
+    for model in (tiny, other):
+        with engine.open_reader(model, ["conv2"], engine="openvino") as read:
+            torch.testing.assert_close(read(x)["conv2"], activations(model, x, "conv2")["conv2"], rtol=1e-5,
+                                       atol=1e-5)
 
 
 def test_a_network_openvino_cannot_run_falls_back_to_pytorch_with_a_warning(tiny, monkeypatch):

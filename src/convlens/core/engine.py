@@ -191,7 +191,8 @@ def _compile(model: Model, layers: list[str]) -> Any:
     ov: Any = _openvino()
     threads = torch.get_num_threads()
     state = [t for t in model.module.state_dict().values() if isinstance(t, torch.Tensor)]
-    key = (id(model.module), tuple(layers), model.preprocess.size, threads,
+    pre = model.preprocess
+    key = (id(model.module), tuple(layers), pre.size, pre.mean, pre.std, threads,
            tuple((t.data_ptr(), t._version) for t in state))  # a changed or retrained tensor changes the key
     if key in _compiled:
         _compiled.move_to_end(key)
