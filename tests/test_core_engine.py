@@ -65,11 +65,11 @@ def test_small_scans_stay_on_pytorch_under_auto(tiny, tmp_path):
 
 
 def test_converted_network_comes_back_from_the_disk_cache(tiny, monkeypatch):
-    engine._compiled.clear()
+    engine._readers.clear()
     with engine.open_reader(tiny, ["conv4"], engine="openvino") as read:
         first = read(_pixels(2))["conv4"]
     assert list((engine.cache_root() / "openvino").glob("*.xml"))
-    engine._compiled.clear()  # a new process: only the disk cache remains
+    engine._readers.clear()  # a new process: only the disk cache remains
     ov = engine._openvino()
     monkeypatch.setattr(ov, "convert_model", lambda *a, **k: pytest.fail("converted again despite the cache"))
     with engine.open_reader(tiny, ["conv4"], engine="openvino") as read:
@@ -80,11 +80,32 @@ def test_disk_cache_keeps_only_the_most_recently_used(tiny, monkeypatch, tmp_pat
     monkeypatch.setenv("CONVLENS_CACHE", str(tmp_path))
     monkeypatch.setattr(engine, "_KEEP_ON_DISK", 2)
     for layers in (["conv2"], ["conv3"], ["conv4"]):
-        engine._compiled.clear()
-        with engine.open_reader(tiny, layers, engine="openvino") as read:
+        engine._readers.clear()
+        with engine.open_reader(tiny, layers, engine="auto") as read:  # auto: the measured choice is kept too
             read(_pixels(1))
     kept = list((tmp_path / "openvino").iterdir())
-    assert len(kept) == 4 and {p.suffix for p in kept} == {".xml", ".bin"}
+    assert len(kept) == 6 and {p.suffix for p in kept} == {".xml", ".bin", f".threads{torch.get_num_threads()}"}
+
+
+def test_auto_measures_once_and_remembers_its_choice(tiny, monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVLENS_CACHE", str(tmp_path))
+    engine._readers.clear()
+    with engine.open_reader(tiny, ["conv4"], engine="auto") as read:
+        first = read.engine
+    (choice,) = (tmp_path / "openvino").glob("*.threads*")
+    assert (choice.read_text() == "0") == (first == "torch")
+    engine._readers.clear()  # a new process: the choice comes from disk, nothing is timed again
+    fastest = engine._fastest
+    monkeypatch.setattr(engine, "_fastest", lambda *a, **k: pytest.fail("timed again despite the cache"))
+    with engine.open_reader(tiny, ["conv4"], engine="auto") as read:
+        assert read.engine == first
+    monkeypatch.setattr(engine, "_fastest", fastest)
+    choice.write_text("0")  # as if PyTorch had won: auto reads with PyTorch, a forced openvino still compiles
+    engine._readers.clear()
+    with engine.open_reader(tiny, ["conv4"], engine="auto") as read:
+        assert read.engine == "torch"
+    with engine.open_reader(tiny, ["conv4"], engine="openvino") as read:
+        assert read.engine == "openvino"
 
 
 def test_changed_weights_are_compiled_again(tiny, tiny_module):
@@ -112,7 +133,7 @@ def test_a_network_openvino_cannot_run_falls_back_to_pytorch_with_a_warning(tiny
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operation")
 
-    engine._compiled.clear()
+    engine._readers.clear()
     monkeypatch.setattr(engine, "_converted", broken)
     with contextlib.ExitStack() as stack:
         with pytest.warns(UserWarning, match="unsupported operation"):
@@ -124,17 +145,10 @@ def test_a_network_openvino_cannot_run_falls_back_to_pytorch_with_a_warning(tiny
 
 
 def test_a_compiled_network_that_differs_is_not_used(tiny, monkeypatch):
-    class Wrong:  # stands in for a compiled network whose numbers are off
-        def __init__(self, real):
-            self.real = real
-
-        def __call__(self, x):
-            return [o + 0.01 for o in self.real(x).values()]
-
-    engine._compiled.clear()
-    core_cls = engine._openvino().Core
-    compile_model = core_cls.compile_model
-    monkeypatch.setattr(core_cls, "compile_model", lambda self, *a, **k: Wrong(compile_model(self, *a, **k)))
+    engine._readers.clear()
+    call = engine._OpenVINOReader.__call__
+    monkeypatch.setattr(engine._OpenVINOReader, "__call__",
+                        lambda self, x: {k: v + 0.01 for k, v in call(self, x).items()})  # numbers that are off
     with contextlib.ExitStack() as stack:
         with pytest.warns(UserWarning, match="differs from PyTorch"):
             read = stack.enter_context(engine.open_reader(tiny, ["fc"], engine="auto"))
