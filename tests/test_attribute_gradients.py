@@ -10,7 +10,7 @@ from torch import nn
 
 import convlens
 from convlens.attribute import (Unit, deconvnet, grad_cam, guided_backprop, integrated_gradients, occlusion,
-                                smoothgrad, to_map, vanilla_gradient)
+                                smoothgrad, vanilla_gradient)
 
 captum_attr = pytest.importorskip("captum.attr")
 

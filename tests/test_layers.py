@@ -56,7 +56,6 @@ def test_receptive_field_matches_gradient(layer):
 
 
 def test_lite0_receptive_fields_match_gradient(lite0):
-    module = lite0.module
     for layer in ["conv_stem", "blocks.1", "blocks.2.0.conv_dw"]:
         info = lite0.layers[layer]
         _, h, w = info.shape
