@@ -14,28 +14,14 @@ import argparse
 import csv
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torchattacks
-from torch import nn
 
 import convlens
 from convlens.adversarial import attack, norms, quantize, transfer
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
-
-
-class Net(nn.Module):
-    """The pixel-space model as a plain nn.Module (what torchattacks expects)."""
-
-    def __init__(self, model: convlens.Model) -> None:
-        super().__init__()
-        self.model = model
-        self.inner = model.module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+from _common import SAMPLE, PixelNet
 
 
 def correct_photos(model: convlens.Model, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +52,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     convlens.tune_allocator()
     model = convlens.load_model("efficientnet_lite0")
-    net = Net(model).eval()
+    net = PixelNet(model).eval()
     x, y = correct_photos(model, args.n)
     print(f"{len(x)} correctly classified photos, batch {args.batch}, torch threads {torch.get_num_threads()}")
     rows = []

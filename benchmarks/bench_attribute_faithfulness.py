@@ -6,7 +6,6 @@ Usage: python benchmarks/bench_attribute_faithfulness.py [N_IMAGES=50] [STEPS=50
 
 import sys
 import time
-from pathlib import Path
 
 import torch
 from captum.attr import IntegratedGradients, Occlusion, Saliency
@@ -16,25 +15,17 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 import convlens
 from convlens.attribute import deletion_insertion, saliency
 
+from _common import SAMPLE, PixelNet
+
 convlens.tune_allocator()
 n_images = int(sys.argv[1]) if len(sys.argv) > 1 else 50
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 50
 stride = int(sys.argv[3]) if len(sys.argv) > 3 else 8
-files = convlens.list_images(Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample")[:n_images]
+files = convlens.list_images(SAMPLE)[:n_images]
 model = convlens.load_model("efficientnet_lite0")
 layer = model.layers.last_spatial()
 
-
-class Normalised(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.m = model.module
-
-    def forward(self, z):
-        return self.m(model.preprocess.normalize(z))
-
-
-cam_peer = GradCAM(model=Normalised(), target_layers=[model.layer(layer)])
+cam_peer = GradCAM(model=PixelNet(model), target_layers=[model.layer(layer)])
 gen = torch.Generator().manual_seed(0)
 ours = {"gradient": {}, "deconvnet": {}, "guided": {}, "smoothgrad": {"samples": 25}, "integrated": {"steps": 50},
         "gradcam": {}, "guided_gradcam": {}, "occlusion": {"window": 32, "stride": stride}, "random": {},

@@ -3,9 +3,7 @@
 Usage: python benchmarks/bench_attribute_gradcam.py [REPEATS]
 """
 
-import statistics
 import sys
-import time
 
 import torch
 from pytorch_grad_cam import GradCAM
@@ -14,6 +12,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 import convlens
 from convlens.attribute import grad_cam
 
+from _common import PixelNet, median_seconds
+
 convlens.tune_allocator()
 repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 model = convlens.load_model("efficientnet_lite0")
@@ -21,34 +21,13 @@ x = model.load(convlens.demo_images(["chelsea"])["chelsea"])
 t = int(model(x).argmax())
 layer = model.layers.last_spatial()
 
-
-class Normalised(torch.nn.Module):  # pytorch-grad-cam wants an nn.Module taking the same pixels
-    def __init__(self):
-        super().__init__()
-        self.m = model.module
-
-    def forward(self, z):
-        return self.m(model.preprocess.normalize(z))
-
-
-peer = GradCAM(model=Normalised(), target_layers=[model.layer(layer)])
+peer = GradCAM(model=PixelNet(model), target_layers=[model.layer(layer)])
 # convlens' zoo models keep their weights frozen; pytorch-grad-cam needs something upstream of the layer to require
 # a gradient, so give it the cheapest such thing: the input (weight gradients would cost it more).
 x_peer = x.clone().requires_grad_(True)
 
-
-def med(fn):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        s = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - s)
-    return statistics.median(ts)
-
-
-a = med(lambda: grad_cam(model, x, t, layer=layer))
-b = med(lambda: peer(input_tensor=x_peer, targets=[ClassifierOutputTarget(t)]))
+a = median_seconds(lambda: grad_cam(model, x, t, layer=layer), repeats)
+b = median_seconds(lambda: peer(input_tensor=x_peer, targets=[ClassifierOutputTarget(t)]), repeats)
 ours, theirs = grad_cam(model, x, t, layer=layer)[0], torch.from_numpy(peer(input_tensor=x_peer, targets=[
     ClassifierOutputTarget(t)])[0])
 corr = torch.corrcoef(torch.stack([ours.flatten(), theirs.flatten()]))[0, 1]

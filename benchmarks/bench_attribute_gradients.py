@@ -6,9 +6,7 @@ EfficientNet-Lite0, chelsea at 224, same batch sizes for both (SmoothGrad 25 noi
 steps in batches of 25), same process and allocator. Usage: python benchmarks/bench_attribute_gradients.py [REPEATS]
 """
 
-import statistics
 import sys
-import time
 
 import torch
 from captum.attr import GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
@@ -16,22 +14,14 @@ from captum.attr import GuidedBackprop, IntegratedGradients, NoiseTunnel, Salien
 import convlens
 from convlens.attribute import guided_backprop, integrated_gradients, smoothgrad, vanilla_gradient
 
+from _common import median_seconds
+
 convlens.tune_allocator()
 repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 model = convlens.load_model("efficientnet_lite0")
 x = model.load(convlens.demo_images(["chelsea"])["chelsea"])
 t = int(model(x).argmax())
 norm = model.preprocess.normalize
-
-
-def med(fn):
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        s = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - s)
-    return statistics.median(ts)
 
 
 def plain_fwd_bwd():
@@ -53,7 +43,8 @@ pairs = {
 }
 print(f"threads={torch.get_num_threads()} repeats={repeats} (medians)")
 for name, (ours, theirs) in pairs.items():
-    a, b = med(ours), med(theirs)
+    a, b = median_seconds(ours, repeats), median_seconds(theirs, repeats)
     print(f"{name:<15} convlens {a:7.3f} s   captum {b:7.3f} s   ratio captum/convlens = {b / a:.2f}x")
-fb, van = med(plain_fwd_bwd), med(lambda: vanilla_gradient(model, x, t))
+fb = median_seconds(plain_fwd_bwd, repeats)
+van = median_seconds(lambda: vanilla_gradient(model, x, t), repeats)
 print(f"floor: vanilla {van:.3f} s / plain forward+backward {fb:.3f} s = {van / fb:.2f}x (claim <= 1.2x)")

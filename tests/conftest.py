@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 # compiled networks (convlens.core.engine) are cached here, not in the user's ~/.cache
 os.environ["CONVLENS_CACHE"] = tempfile.mkdtemp(prefix="convlens-test-cache-")
+atexit.register(shutil.rmtree, os.environ["CONVLENS_CACHE"], ignore_errors=True)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE = SHARED / "imagenet-sample"

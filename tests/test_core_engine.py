@@ -108,6 +108,16 @@ def test_auto_measures_once_and_remembers_its_choice(tiny, monkeypatch, tmp_path
         assert read.engine == "openvino"
 
 
+def test_a_layout_round_trip_is_not_a_change(tiny, tiny_module, monkeypatch):
+    engine._readers.clear()
+    with engine.open_reader(tiny, ["conv4"], engine="openvino"):
+        pass
+    tiny_module.to(memory_format=torch.channels_last).to(memory_format=torch.contiguous_format)  # new storage
+    monkeypatch.setattr(engine, "_cache_path", lambda *a, **k: pytest.fail("compiled again for the same weights"))
+    with engine.open_reader(tiny, ["conv4"], engine="openvino") as read:
+        assert read.engine == "openvino"
+
+
 def test_changed_weights_are_compiled_again(tiny, tiny_module):
     x = _pixels(2)
     with engine.open_reader(tiny, ["fc"], engine="openvino") as read:
@@ -155,11 +165,12 @@ def test_a_compiled_network_that_differs_is_not_used(tiny, monkeypatch):
         assert read.engine == "torch"
 
 
-def test_bad_engine_requests_are_user_errors(tiny):
+def test_bad_engine_requests_are_user_errors(tiny, tmp_path):
     with pytest.raises(UserError, match="unknown engine"), engine.open_reader(tiny, ["fc"], engine="tensorrt"):
         pass
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "0.png")
     with pytest.raises(UserError, match="unknown engine"):
-        scan(tiny, [], [PooledFeatures("fc")], engine="fast")
+        scan(tiny, tmp_path, [PooledFeatures("fc")], engine="fast")
 
 
 def test_openvino_is_imported_without_telemetry(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def _reread(path: Path) -> torch.Tensor:
     return to_pixels(load_image(path))[None]
 
 
-def _save_images(run: Run, images: torch.Tensor, names: list[str], classes: list[int | None],
+def _save_images(run: Run, images: torch.Tensor, names: list[str], classes: Sequence[int | None],
                  judges: list[tuple[str, Model]], objective_values: torch.Tensor,
                  extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Save each image alone as a PNG, re-read it from disk and score it under the model and the judges."""
@@ -99,7 +100,7 @@ def visualize_class_cmd(run: Run, classes: str, preset_name: str, param: str | N
     p = preset(preset_name, param=param, steps=steps, lr=lr)
     res = visualize_class(model, idx, preset=p, seed=run.seed, progress=True, snapshot_every=snapshots)
     names = [f"class_{c}_{_slug(model.label(c))}" for c in idx]
-    rows = _save_images(run, res.images, names, list[int | None](idx), judges, res.values, [{} for _ in idx])
+    rows = _save_images(run, res.images, names, list(idx), judges, res.values, [{} for _ in idx])
     if len(idx) > 1:
         save(grid([to_pil(im) for im in res.images], labels=[model.label(c) for c in idx], label_size=12),
              run.out / "grid.png")
@@ -168,7 +169,7 @@ def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None,
     out = multifaceted(model, c, files, k=k, layer=layer, preset=p, seed=run.seed, progress=True)
     names = [f"facet_{j}_{_slug(model.label(c))}" for j in range(k)]
     members = [[files[i].name for i in range(len(files)) if int(out.assignments[i]) == j] for j in range(k)]
-    rows = _save_images(run, out.result.images, names, list[int | None]([c] * k), judges, out.result.values,
+    rows = _save_images(run, out.result.images, names, [c] * k, judges, out.result.values,
                         [{"facet": j, "size": out.sizes[j], "members": members[j]} for j in range(k)])
     save(side_by_side([grid([to_pil(s) for s in out.starts], ncols=k, labels=[f"mean of {n}" for n in out.sizes]),
                        grid([to_pil(im) for im in out.result.images], ncols=k,

@@ -14,11 +14,12 @@ Usage::
         acts = read(x)        # {"blocks.4": N×C×H×W, "global_pool": N×1280}, as activations(model, x, layers)
         read.engine           # "openvino" or "torch"
 
-``engine="auto"`` picks OpenVINO when it is installed and the model is on the CPU; ``"torch"`` and
-``"openvino"`` force one. Compiled networks are kept in memory for the process and their converted form on
-disk under :func:`cache_root` (``$CONVLENS_CACHE``, else ``$XDG_CACHE_HOME/convlens``, else
-``~/.cache/convlens``; the 16 most recently used), keyed by a hash of the weights, so the next process starts
-in a fraction of a second.
+``engine="auto"`` compiles with OpenVINO when it is installed and the model is on the CPU, then times two
+request sizes (2 and 8 images) against eager PyTorch on 16 images and keeps the fastest; ``"torch"`` and
+``"openvino"`` force one. Compiled networks are kept in memory for the process; the converted network and the
+timed choice are kept on disk under :func:`cache_root` (``$CONVLENS_CACHE``, else ``$XDG_CACHE_HOME/convlens``,
+else ``~/.cache/convlens``; the 16 most recently used), keyed by a hash of the weights, so the next process
+skips both.
 OpenVINO is imported with its usage telemetry left out: convlens sends nothing anywhere.
 """
 
@@ -107,7 +108,8 @@ class _OpenVINOReader(LayerReader):
         super().__init__(model, layers)
         self.batch = batch  # images per request: the compiled network's fixed batch
         ov: Any = _openvino()
-        self._queue = ov.AsyncInferQueue(compiled, 2 * max(1, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        requests = 2 * max(1, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))  # two in flight per stream
+        self._queue = ov.AsyncInferQueue(compiled, requests)
         self._results: list[Any] = []
         outputs = len(self.layers)
 
@@ -156,12 +158,12 @@ def open_reader(model: Model, layers: Sequence[str], *, engine: str = "auto") ->
         raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     layers = list(layers)
     reader: LayerReader | None = None
-    on_cpu = model.device.type == "cpu"
+    on_cpu, available = model.device.type == "cpu", openvino_available()
     if engine == "openvino" and not on_cpu:
         raise UserError(f"the openvino engine runs on the CPU; this model is on {model.device}")
-    if engine == "openvino" and not openvino_available():
+    if engine == "openvino" and not available:
         raise UserError("the openvino engine needs OpenVINO: pip install openvino")
-    if engine != "torch" and on_cpu and layers and openvino_available():
+    if engine != "torch" and on_cpu and layers and available:
         try:
             reader = _compile(model, layers, allow_torch=engine == "auto")
         except Exception as exc:  # any failure to compile means: read with PyTorch
@@ -197,22 +199,24 @@ def _compile(model: Model, layers: list[str], *, allow_torch: bool = False) -> _
     ``None`` when ``allow_torch`` and eager PyTorch reads this network faster (big dense layers can do that)."""
     ov: Any = _openvino()
     threads = torch.get_num_threads()
-    state = [t for t in model.module.state_dict().values() if isinstance(t, torch.Tensor)]
-    pre = model.preprocess
-    key = (id(model.module), tuple(layers), pre.size, pre.mean, pre.std, threads, allow_torch,
-           tuple((t.data_ptr(), t._version) for t in state))  # a changed or retrained tensor changes the key
+    module, pre = model.module, model.preprocess
+    # a tensor changed in place (an optimiser step, load_state_dict) bumps its version; a layout change does not
+    tensors = [*module.parameters(), *module.buffers()]
+    key = (id(module), tuple(layers), pre.size, pre.mean, pre.std, threads, allow_torch,
+           tuple((id(t), t._version) for t in tensors))
     if key in _readers:
         _readers.move_to_end(key)
         return _readers[key]
     h, w = pre.size
-    network, path = _converted(ov, model, layers)
-    remembered = path.with_suffix(f".threads{threads}")  # the request batch measured by an earlier process
+    path = _cache_path(ov, model, layers)
+    remembered = path.with_suffix(f".threads{threads}")
     measured = None  # what an earlier process measured here: the request batch, or 0 when PyTorch was faster
     with contextlib.suppress(OSError, ValueError):
         measured = int(remembered.read_text())
     if measured == 0 and allow_torch:
         return _remember(key, None)
     batches = [measured] if measured else list(_REQUEST_BATCHES)
+    network = _converted(ov, model, layers, path)
     check = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(1))  # not the traced input
     with torch.no_grad(), Tap(model, layers, stop=True, detach=True) as tap:
         tap.run(check)
@@ -275,28 +279,31 @@ def _seconds(reader: LayerReader, x: torch.Tensor) -> float:
     return time.perf_counter() - t
 
 
-def _converted(ov: Any, model: Model, layers: list[str]) -> tuple[Any, Path]:
-    """The network converted to OpenVINO's form (any batch size), from the disk cache when these weights were
-    converted before, and its path in the cache."""
+def _cache_path(ov: Any, model: Model, layers: list[str]) -> Path:
+    """Where the converted network lives in the disk cache: named by a hash of the weights, the architecture, the
+    layers read, the preprocessing and the versions (files beside it share its stem)."""
     pre = model.preprocess
-    shape = (-1, 3, *pre.size)
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((ov.__version__, torch.__version__, layers, shape, pre.mean, pre.std,
+    digest.update(repr((ov.__version__, torch.__version__, layers, pre.size, pre.mean, pre.std,
                         repr(model.module))).encode())
     for name, t in model.module.state_dict().items():
         digest.update(name.encode())
         if t.numel():
             digest.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())
-    path = cache_root() / "openvino" / f"{digest.hexdigest()}.xml"
+    return cache_root() / "openvino" / f"{digest.hexdigest()}.xml"
+
+
+def _converted(ov: Any, model: Model, layers: list[str], path: Path) -> Any:
+    """The network converted to OpenVINO's form (any batch size): read from ``path``, or converted and saved there."""
     if path.exists() and path.with_suffix(".bin").exists():
         with contextlib.suppress(Exception):  # a damaged cache entry is rebuilt
             network = ov.Core().read_model(path)
             path.touch()  # most recently used: pruned last
-            return network, path
+            return network
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's deprecation and shape warnings
-        probe = torch.rand(2, 3, *pre.size, generator=torch.Generator().manual_seed(0))
-        network = ov.convert_model(_Upto(model, layers), example_input=probe, input=[shape])
+        probe = torch.rand(2, 3, *model.preprocess.size, generator=torch.Generator().manual_seed(0))
+        network = ov.convert_model(_Upto(model, layers), example_input=probe, input=[(-1, 3, *model.preprocess.size)])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.xml")
@@ -308,4 +315,4 @@ def _converted(ov: Any, model: Model, layers: list[str]) -> tuple[Any, Path]:
                 f.unlink(missing_ok=True)
     except OSError:
         pass  # a read-only cache only costs the next process a conversion
-    return network, path
+    return network

@@ -256,6 +256,8 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
                         opt.param_groups[0]["max_iter"] = n
                         opt.param_groups[0]["max_eval"] = n * 5 // 4 + 1
                     done += n
+                    evals: list[float] = []  # the loss at every evaluation of this call
+
                     def closure(opt: torch.optim.Optimizer = opt, param: ImageParam = param) -> torch.Tensor:
                         opt.zero_grad(set_to_none=True)
                         image = param()
@@ -273,7 +275,6 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
                         evals.append(float(loss.detach()))
                         return loss
 
-                    evals: list[float] = []
                     opt.step(closure)  # type: ignore[arg-type]
                     loss_value = evals[-1]
                     if post:

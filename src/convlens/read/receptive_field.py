@@ -30,8 +30,8 @@ class EmpiricalRF:
     map scaled to max 1 before averaging; ``theoretical`` is the side of the theoretical window (drawn as a box of
     that side around the centre); ``empirical`` the side of the square with the area where the mean map exceeds
     half its maximum, centred at ``peak`` (its offset ``(dy, dx)`` in pixels from the theoretical centre: TF-style
-    "same" padding pads bottom/right more, so effective fields may sit a little up-left). ``maps`` are the per-image discrepancy maps in image coordinates, ``units`` the ``(y, x)``
-    map position used in each image.
+    "same" padding pads bottom/right more, so effective fields may sit a little up-left). ``maps`` are the
+    per-image discrepancy maps in image coordinates, ``units`` the ``(y, x)`` map position used in each image.
     """
 
     layer: str
@@ -114,7 +114,7 @@ def empirical_receptive_field(model: Model, images: torch.Tensor, layer: str, ch
     peak = (0.0, 0.0)
     if hot.any():
         ys, xs = np.nonzero(hot)
-        w = mean[hot]
-        peak = (float((ys * w).sum() / w.sum()) - half, float((xs * w).sum() / w.sum()) - half)
+        weight = mean[hot]
+        peak = (float((ys * weight).sum() / weight.sum()) - half, float((xs * weight).sum() / weight.sum()) - half)
     return EmpiricalRF(layer, channel, mean.astype(np.float32), float(size), empirical, maps, used, occluder, stride,
                        peak)

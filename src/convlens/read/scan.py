@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.engine import ENGINES, LayerReader, channels_last, open_reader
+from ..core.engine import LayerReader, channels_last, open_reader
 from ..errors import UserError
 from ..models import Model
 from ..runtime import tune_allocator
@@ -94,7 +94,7 @@ def choose_batch_size(model: Model, layers: Sequence[str] = (), *, candidates: S
     read = LayerReader(model, names)
     with torch.no_grad(), channels_last(model):
         for b in candidates:
-            x = torch.rand(b, 3, h, w, device=model.device).contiguous(memory_format=torch.channels_last)
+            x = torch.rand(b, 3, h, w, device=model.device)
             read(x)  # warm-up
             t = min(_timed(read, x) for _ in range(repeats))
             rate = b / t
@@ -137,8 +137,6 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
         A :class:`ScanResult`: reducer name -> ``reducer.result()``; ``.skipped`` lists ``(file, reason)`` for
         unreadable images.
     """
-    if engine not in ENGINES:
-        raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if tune:
         tune_allocator()
     dataset = load_dataset(images_or_folder)
@@ -181,10 +179,12 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
     seen = 0
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, open_reader(model, layers, engine=engine) as read:
-            if batch_size is None:  # OpenVINO splits batches into requests of its own; it only needs enough images
-                measure = read.engine == "torch" and len(todo) >= 64 and layers
-                batch_size = choose_batch_size(model, layers) if measure else 16 if read.engine != "torch" else 8
-            engine = read.engine
+            used = read.engine
+            if batch_size is None:
+                if used != "torch":
+                    batch_size = 16  # OpenVINO splits each batch into requests of its own size
+                else:
+                    batch_size = choose_batch_size(model, layers) if len(todo) >= 64 and layers else 8
             for pixels, pos in _batches(model, dataset, todo, batch_size, pool, skipped):
                 x = pixels.to(model.device, non_blocking=True)
                 acts = read(x)
@@ -203,7 +203,7 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
     for f, why in skipped:
         warnings.warn(f"skipped {f}: {why}", stacklevel=2)
     out = ScanResult({name: r.result() for name, r in named.items()})
-    out.skipped, out.images, out.batch_size, out.engine = skipped, seen, batch_size or 0, engine
+    out.skipped, out.images, out.batch_size, out.engine = skipped, seen, batch_size or 0, used
     out.seconds = time.perf_counter() - started
     return out
 
