@@ -172,3 +172,36 @@ def test_technique_leaves_the_network_unchanged_after_an_exception(name: str, fo
             _techniques(folder, tmp_path)[name](_model(net))
     handle.remove()
     _assert_same(net, before)
+
+
+class _Relu6ThenInplace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU6()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.conv(x))
+        y += 1.0  # an in-place operation on the rectifier's output
+        y.mul_(0.5)
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("rule", ["guided", "deconv"])
+def test_backward_rule_survives_an_inplace_op_after_relu6(rule: str) -> None:
+    torch.manual_seed(0)
+    m = convlens.Model.wrap(_Relu6ThenInplace().eval(), mean=(0.5,) * 3, std=(0.25,) * 3, size=16)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    g = convlens.guided_backprop(m, x, 1) if rule == "guided" else convlens.deconvnet(m, x, 1)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+    # the guided rule by hand: positive gradient where the ReLU6 input was inside (0, 6)
+    xx = m.preprocess.normalize(x).requires_grad_(True)
+    pre = m.module.conv(xx)
+    mask = ((pre > 0) & (pre < 6)).float()
+    r = pre.clamp(0, 6).detach().requires_grad_(True)  # the gradient arriving at the rectifier's output
+    gy = torch.autograd.grad(m.module.fc((r + 1).mul(0.5).mean((2, 3)))[0, 1], r)[0]
+    gin = gy.clamp(min=0) * mask if rule == "guided" else gy.clamp(min=0)
+    want = torch.autograd.grad(m.module.conv(xx), xx, gin)[0]
+    want = want / torch.tensor(m.preprocess.std).view(1, 3, 1, 1)
+    assert torch.allclose(g, want, atol=1e-6)
