@@ -153,14 +153,21 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
 @click.option("--channels", "-c", default="0-15", show_default=True, help="Channels, e.g. 0-15 or 3,7,9.")
 @click.option("--k", type=int, default=9, show_default=True, help="Patches per channel.")
 @click.option("--guided", is_flag=True, help="Beside each patch, its unit's guided-backprop image.")
+@click.option("--direction", "directions", multiple=True, type=click.Choice(["unit", "random", "pca"]),
+              help="Top patches along random / principal directions of the layer, beside single units, from one "
+                   "scan, with their class coherence (Szegedy et al. 2014). Repeat for several.")
+@click.option("--count", type=int, default=8, show_default=True, help="With --direction: directions of each kind.")
 @_LIMIT
 @_CACHE
 def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided: bool,
-                    limit: int | None, cache_dir: str | None) -> None:
+                    directions: tuple[str, ...], count: int, limit: int | None, cache_dir: str | None) -> None:
     """For each channel, the k dataset patches that activate it most, cropped to the unit's receptive field."""
     model = run.model
     info = model.layers[layer]
     chans = parse_range(channels, info.channels if info.spatial else None)
+    if directions:
+        _directions(run, dataset, layer, chans, k, directions, count, limit)
+        return
     tp = top_patches(model, load_dataset(dataset, limit=limit), layer, channels=chans, k=k)
     g = None
     if guided:
@@ -216,3 +223,46 @@ def dead_units_cmd(run, dataset: str, layers: tuple[str, ...], limit: int | None
     run.save({"images": out.images, "engine": out.engine, "skipped": out.skipped, "layers": {
         name: {"channels": d.channels, "dead": d.dead, "fraction": d.fraction,
                "silent_fraction": d.silent_fraction.round(4).tolist()} for name, d in dead.items()}})
+
+
+def _directions(run, dataset: str, layer: str, chans: list[int], k: int, kinds: tuple[str, ...], count: int,
+                limit: int | None) -> None:
+    """``top-patches --direction``: units, random and principal directions from one scan, with coherence."""
+    from ..read import crop_patches
+    from ..read.directions import units_vs_directions
+    from ..show.correspond import directions_figure
+
+    model = run.model
+    if not model.layers[layer].spatial:
+        raise UserError(f"layer {layer!r} has no spatial map (output {model.layers[layer].shape}); "
+                        "pick a convolutional layer")
+    if count < 1:
+        raise UserError(f"--count must be at least 1, got {count}")
+    want = ["unit", *[d for d in kinds if d != "unit"]]
+    st = units_vs_directions(model, load_dataset(dataset, limit=limit), [layer], kinds=want, count=count, k=k,
+                             units=chans[:count], seed=run.seed)
+    dt = st.layers[layer]
+    tp = crop_patches(model, dt.top)
+    save(directions_figure(dt, tp), run.out / "directions.png", max_kb=600)
+    coh = dt.coherence
+    if coh is not None:
+        click.echo(f"{layer}: class coherence of the top {k} images ({coh.source}; classifier space = rows of "
+                   f"the final linear layer)")
+        click.echo(f"{'kind':<8}{'n':>4}{'same-class pairs':>18}{'classifier similarity':>24}")
+        for row in st.table():
+            click.echo(f"{row[1]:<8}{row[2]:>4}{row[3]:>12.3f} +-{row[4]:.3f}{row[5]:>17.3f} +-{row[6]:.3f}")
+    ds = dt.directions
+    run.save({"layer": layer, "receptive_field": list(tp.rf_size), "images": st.images, "kinds": want,
+              "coherence": None if coh is None else {
+                  "classes": coh.source, "k": coh.k, "chance_same_class": list(coh.chance_same_class),
+                  "chance_similarity": list(coh.chance_similarity),
+                  "table": [dict(zip(["layer", "kind", "n", "same_class", "same_class_sem", "similarity",
+                                      "similarity_sem"], row)) for row in st.table()]},
+              "directions": [
+                  {"kind": ds.kind[i], "index": ds.index[i], "label": ds.label(i), "explained": ds.explained[i],
+                   "same_class": None if coh is None else coh.same_class[i],
+                   "similarity": None if coh is None else coh.similarity[i],
+                   "flat": None if coh is None else bool(coh.flat[i]),
+                   "patches": [{"file": str(p.file), "value": p.value, "box": list(p.box), "unit": [p.y, p.x]}
+                               for p in tp.patches[i]]}
+                  for i in range(len(ds.kind))]})
