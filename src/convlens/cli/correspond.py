@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import numpy as np
 
@@ -15,7 +13,7 @@ from ..show.figures import save
 from .common import main, model_options
 
 
-def _layers(model, layer: str | None, layers: str | None) -> list[str]:  # noqa: ANN001
+def _layers(model, layer: str | None, layers: str | None) -> list[str]:
     if layer and layers:
         raise UserError("give --layer or --layers, not both")
     names = [layer] if layer else [s.strip() for s in layers.split(",") if s.strip()] if layers else []
@@ -27,7 +25,7 @@ def _layers(model, layer: str | None, layers: str | None) -> list[str]:  # noqa:
     return names
 
 
-def _table(study, alpha: float) -> str:  # noqa: ANN001
+def _table(study, alpha: float) -> str:
     w0 = max(len(w) for w in [*study.warps, "mean"]) + 1
     cols = [max(8, len(m) + 1) for m in study.methods]
     lines = [f"PCK@{alpha:g} (within {alpha * max(study.size):.1f} px)".ljust(w0)
@@ -64,16 +62,18 @@ def correspond_cmd(run, inputs: tuple[str, ...], layer: str | None, layers: str 
                    sift_size: float, warp_kinds: str, no_photometric: bool, limit: int | None) -> None:
     """Dense nearest-neighbour correspondence in a layer's feature space: A.jpg B.jpg draws the matches;
     DATASET --warps measures PCK@0.02/0.05/0.1 per layer beside SIFT and raw pixels on known warps."""
+    if not study and len(inputs) != 2:
+        raise UserError(f"correspond needs two images (A B), or one dataset with --warps; got {len(inputs)}")
+    if study and len(inputs) != 1:
+        raise UserError(f"--warps takes one dataset (a folder or a list file), got {len(inputs)} paths")
     model = run.model
     names = _layers(model, layer, layers)
     if not study:
-        if len(inputs) != 2:
-            raise UserError(f"correspond needs two images (A B), or one dataset with --warps; got {len(inputs)}")
         res = correspond(model, inputs[0], inputs[1], layers=names, points=points or 12, step=step,
                          mutual=mutual, tol=tol, anchors=ANCHORS if anchors else (), patch=patch,
                          sift_size=sift_size)
         rf = {n: (model.layers[n].rf.size[0], model.layers[n].rf.stride[0]) for n in names}
-        save(correspondence_figure(res, rf=rf), run.out / "correspond.png", max_kb=600)
+        save(correspondence_figure(res, rf=rf), run.out / "correspond.png", max_kb=1000)
         for name, m in res.matches.items():
             click.echo(f"{name:<24} {int(m.mutual.sum()):>4}/{len(m.mutual)} mutual, mean similarity "
                        f"{float(np.mean(m.score)):.3f}")
@@ -85,8 +85,6 @@ def correspond_cmd(run, inputs: tuple[str, ...], layer: str | None, layers: str 
                                for pa, pb, s, k in zip(m.points_a, m.points_b, m.score, m.mutual)]}
             for name, m in res.matches.items()}})
         return
-    if len(inputs) != 1:
-        raise UserError(f"--warps takes one dataset (a folder or a list file), got {len(inputs)} paths")
     kinds = [k.strip() for k in warp_kinds.split(",") if k.strip()]
     st = warp_study(model, inputs[0], layers=names, warps=kinds, photo=not no_photometric, points=points or 10,
                     step=step, patch=patch, sift_size=sift_size, limit=limit, seed=run.seed)

@@ -248,19 +248,22 @@ def _directions(run, dataset: str, layer: str, chans: list[int], k: int, kinds: 
     if coh is not None:
         click.echo(f"{layer}: class coherence of the top {k} images ({coh.source}; classifier space = rows of "
                    f"the final linear layer)")
-        click.echo(f"{'kind':<8}{'n':>4}{'same-class pairs':>18}{'classifier similarity':>24}")
-        for row in st.table():
-            click.echo(f"{row[1]:<8}{row[2]:>4}{row[3]:>12.3f} +-{row[4]:.3f}{row[5]:>17.3f} +-{row[6]:.3f}")
+        click.echo(f"{'kind':<8}{'n':>5}{'same-class pairs':>18}{'near-class pairs':>18}{'classifier similarity':>24}")
+        for r in st.table():
+            click.echo(f"{r[1]:<8}{r[2]:>5}{r[3]:>11.3f} +-{r[4]:.3f}{r[5]:>11.3f} +-{r[6]:.3f}{r[7]:>17.3f} +-{r[8]:.3f}")
     ds = dt.directions
     run.save({"layer": layer, "receptive_field": list(tp.rf_size), "images": st.images, "kinds": want,
               "coherence": None if coh is None else {
                   "classes": coh.source, "k": coh.k, "chance_same_class": list(coh.chance_same_class),
                   "chance_similarity": list(coh.chance_similarity),
-                  "table": [dict(zip(["layer", "kind", "n", "same_class", "same_class_sem", "similarity",
-                                      "similarity_sem"], row)) for row in st.table()]},
+                  "chance_near_class": list(coh.chance_near_class), "near": coh.near,
+                  "table": [dict(zip(["layer", "kind", "n", "same_class", "same_class_sem", "near_class",
+                                      "near_class_sem", "similarity", "similarity_sem"], row))
+                            for row in st.table()]},
               "directions": [
                   {"kind": ds.kind[i], "index": ds.index[i], "label": ds.label(i), "explained": ds.explained[i],
                    "same_class": None if coh is None else coh.same_class[i],
+                   "near_class": None if coh is None else coh.near_class[i],
                    "similarity": None if coh is None else coh.similarity[i],
                    "flat": None if coh is None else bool(coh.flat[i]),
                    "patches": [{"file": str(p.file), "value": p.value, "box": list(p.box), "unit": [p.y, p.x]}

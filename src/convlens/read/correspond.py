@@ -143,7 +143,7 @@ def sample_features(fmap: torch.Tensor, rf: ReceptiveField, points: np.ndarray) 
     """A layer's descriptor ``(N, C)`` at pixel ``points`` ``(N, 2)``: its map ``(C, h, w)`` interpolated
     bilinearly between unit centres (unit ``(i, j)`` sits at ``rf.start + (i, j) * rf.stride``), L2-normalised.
     Points beyond the outermost unit centres take the border units' values."""
-    c, h, w = fmap.shape
+    _, h, w = fmap.shape
     p = torch.as_tensor(points, dtype=torch.float32)
     g = []
     for axis, n in ((1, w), (0, h)):  # x uses rf's axis 1, y axis 0

@@ -266,6 +266,8 @@ class Coherence:
     """How alike the classes of each direction's top-k images are.
 
     ``same_class[i]``: the fraction of pairs of direction ``i``'s top images that share a class;
+    ``near_class[i]``: the fraction of pairs whose classes are the same or neighbours (one among the other's
+    ``near`` most similar classes in the classifier space; chance about ``near / K`` for ``K`` classes);
     ``similarity[i]``: their classes' mean pairwise cosine similarity in the classifier space (pairs of the same
     class count 1). ``flat[i]`` marks a direction whose top values are all equal (a unit that never fires: its
     "top images" are arbitrary), left out of the summaries. ``chance_*`` are the same numbers for random k-image
@@ -280,28 +282,45 @@ class Coherence:
     chance_similarity: tuple[float, float]
     chance_draws: int
     source: str  # "labels" or "predictions"
+    near_class: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    chance_near_class: tuple[float, float] = (float("nan"), float("nan"))
+    near: int = 10
 
     def summary(self, rows: Sequence[int]) -> dict[str, float]:
         """Mean and standard error over the (non-flat) directions ``rows``."""
         keep = [r for r in rows if not self.flat[r]]
         out: dict[str, float] = {"directions": float(len(keep)), "flat": float(len(rows) - len(keep))}
-        for name, arr in (("same_class", self.same_class), ("similarity", self.similarity)):
+        for name, arr in (("same_class", self.same_class), ("near_class", self.near_class),
+                          ("similarity", self.similarity)):
             v = arr[keep]
             out[name] = float(v.mean()) if len(v) else float("nan")
             out[name + "_sem"] = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
         return out
 
 
-def _pairs(classes: np.ndarray, space: np.ndarray) -> tuple[float, float]:
+def _pairs(classes: np.ndarray, space: np.ndarray, nearby: np.ndarray) -> tuple[float, float, float]:
     k = len(classes)
     iu = np.triu_indices(k, 1)
     same = (classes[:, None] == classes[None, :])[iu]
     sim = (space[classes] @ space[classes].T)[iu]
-    return float(same.mean()), float(sim.mean())
+    near = nearby[classes[:, None], classes[None, :]][iu]
+    return float(same.mean()), float(sim.mean()), float(near.mean())
+
+
+def _nearby(space: np.ndarray, near: int) -> np.ndarray:
+    """``(K, K)`` bool: the same class, or one among the other's ``near`` most similar classes (symmetric)."""
+    sim = space @ space.T
+    np.fill_diagonal(sim, -np.inf)
+    idx = np.argsort(-sim, axis=1)[:, :near]
+    out = np.zeros(sim.shape, bool)
+    np.put_along_axis(out, idx, True, axis=1)
+    out |= out.T
+    np.fill_diagonal(out, True)
+    return out
 
 
 def coherence(top: TopKResult, classes: dict[int, int], space: np.ndarray, *, k: int = 9, draws: int = 2000,
-              generator: torch.Generator | None = None, source: str = "labels") -> Coherence:
+              generator: torch.Generator | None = None, source: str = "labels", near: int = 10) -> Coherence:
     """Class coherence of each direction's top-``k`` images (Szegedy et al. 2014's question, measured).
 
     Args:
@@ -309,28 +328,31 @@ def coherence(top: TopKResult, classes: dict[int, int], space: np.ndarray, *, k:
         classes: image id -> class index for every image of the dataset (labels or predictions).
         space: :func:`classifier_space` rows.
         draws: random k-image subsets of the dataset for the chance values.
+        near: classes count as neighbours when one is among the other's ``near`` most similar classes.
     """
     if k < 2:
         raise UserError(f"coherence needs at least 2 top images, got k={k}")
     d = top.ids.shape[0]
-    same, sim = np.full(d, np.nan), np.full(d, np.nan)
+    same, sim, nb = np.full(d, np.nan), np.full(d, np.nan), np.full(d, np.nan)
     flat = np.zeros(d, bool)
+    nearby = _nearby(space, min(near, len(space) - 1))
     for i in range(d):
         ids = [int(j) for j in top.ids[i, :k] if j >= 0]
         vals = top.values[i, :k]
         flat[i] = len(ids) < k or bool(np.nanmax(vals) - np.nanmin(vals) <= 1e-12 * max(1.0, abs(np.nanmax(vals))))
         if len(ids) >= 2:
-            same[i], sim[i] = _pairs(np.array([classes[j] for j in ids]), space)
+            same[i], sim[i], nb[i] = _pairs(np.array([classes[j] for j in ids]), space, nearby)
     pool = np.array([classes[j] for j in sorted(classes)])
     if len(pool) < k:
         raise UserError(f"coherence of top-{k} images needs at least {k} images, the dataset has {len(pool)}")
     chance = []
     for _ in range(draws):
         pick = torch.randperm(len(pool), generator=generator)[:k].numpy()
-        chance.append(_pairs(pool[pick], space))
+        chance.append(_pairs(pool[pick], space, nearby))
     c = np.array(chance)
     return Coherence(k, same, sim, flat, (float(c[:, 0].mean()), float(c[:, 0].std())),
-                     (float(c[:, 1].mean()), float(c[:, 1].std())), draws, source)
+                     (float(c[:, 1].mean()), float(c[:, 1].std())), draws, source, nb,
+                     (float(c[:, 2].mean()), float(c[:, 2].std())), near)
 
 
 # -- recipes ---------------------------------------------------------------------------------------------------
@@ -358,7 +380,8 @@ class DirectionStudy:
     params: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> list[list[Any]]:
-        """Rows ``[layer, kind, directions, same-class, sem, similarity, sem]``, then a ``chance`` row per layer."""
+        """Rows ``[layer, kind, directions, same-class, sem, near-class, sem, similarity, sem]``, then a
+        ``chance`` row per layer (its ``directions`` column is the number of random subsets, its sems the std)."""
         rows: list[list[Any]] = []
         for name, dt in self.layers.items():
             if dt.coherence is None:
@@ -366,10 +389,11 @@ class DirectionStudy:
             for kind in dict.fromkeys(dt.directions.kind):
                 s = dt.coherence.summary(dt.directions.rows(kind))
                 rows.append([name, kind, int(s["directions"]), s["same_class"], s["same_class_sem"],
-                             s["similarity"], s["similarity_sem"]])
+                             s["near_class"], s["near_class_sem"], s["similarity"], s["similarity_sem"]])
             c = dt.coherence
             rows.append([name, "chance", c.chance_draws, c.chance_same_class[0], c.chance_same_class[1],
-                         c.chance_similarity[0], c.chance_similarity[1]])
+                         c.chance_near_class[0], c.chance_near_class[1], c.chance_similarity[0],
+                         c.chance_similarity[1]])
         return rows
 
 

@@ -222,8 +222,9 @@ def directions_figure(dt: DirectionTop, tp: TopPatches, *, px: int = 56, names: 
         head = {"unit": "single units", "random": "random directions", "pca": "principal directions"}[kind]
         if coh is not None:
             s = coh.summary(ds.rows(kind))
-            head += (f": mean classifier-space similarity of the top {coh.k} classes {s['similarity']:.3f} "
-                     f"(chance {coh.chance_similarity[0]:.3f}), same-class pairs {s['same_class']:.1%}")
+            head += (f": top-{coh.k} pairs of the same or a neighbouring class {s['near_class']:.1%} (chance "
+                     f"{coh.chance_near_class[0]:.1%}), classifier-space similarity {s['similarity']:.3f} (chance "
+                     f"{coh.chance_similarity[0]:.3f})")
         blocks.append(caption(stack(rows, pad=1), head, size=12, above=True, bold=True))
     return title(stack(blocks, pad=6), f"{ds.layer}: top images along units and directions, one scan "
                  f"(receptive field {side_h} px)", size=13)
