@@ -216,8 +216,8 @@ def test_cli_two_photos_and_warps(tmp_path: Path) -> None:
     assert len(doc["layers"]["blocks.2"]["matches"]) == 36
     assert (out / "correspond.png").is_file()
     out2 = tmp_path / "warps"
-    r = _cli("correspond", str(photos), "--warps", "--layers", "blocks.1,blocks.3", "--points", "4", "--out",
-             str(out2), cwd=tmp_path)
+    r = _cli("correspond", str(photos), "--warps", "--layers", "blocks.1,blocks.3", "--points", "4", "--warp",
+             "affine", "--out", str(out2), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "PCK@0.05" in r.stdout and "sift" in r.stdout and "pixels" in r.stdout
     doc = json.loads((out2 / "result.json").read_text())
