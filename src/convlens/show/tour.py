@@ -716,9 +716,9 @@ SECTIONS: tuple[Section, ...] = (
             "one photo. Over a set of images, the patches that excite a channel most show what it responds to.",
             _sec_activations),
     Section("correspondence", "Correspondence",
-            "Do features of one photo find the same place in another? Match each point to its nearest neighbour "
-            "in a layer's feature space (Long, Zhang & Darrell 2014): on warped copies with known ground truth, "
-            "mid-level layers match better than raw pixels, and localise much finer than their receptive fields.",
+            "Match each point of one photo to its nearest neighbour in a layer's feature space of another (Long, "
+            "Zhang & Darrell 2014). On warped copies with known ground truth, mid-level layers are the ones that "
+            "match, and they localise much finer than their receptive fields.",
             _sec_correspond),
     Section("directions", "Units or directions?",
             "Szegedy et al. (2014) found that the images that maximise a random direction of a layer's feature "
