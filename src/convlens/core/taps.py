@@ -132,16 +132,18 @@ class _Rectifier(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, low: float, high: float | None, rule: str) -> torch.Tensor:  # noqa: D102
         out = x.clamp(min=low, max=high)
-        ctx.save_for_backward(out)  # where the input passed is read off the output: no extra mask in memory
-        ctx.low, ctx.high, ctx.rule = low, high, rule
+        # where the input passed, as a mask of our own: saving ``out`` breaks when a later in-place operation
+        # modifies it (ReLU6 followed by ``x += ...``: "modified by an inplace operation")
+        if rule != "deconv":
+            ctx.save_for_backward((x > low) if high is None else (x > low) & (x < high))
+        ctx.rule = rule
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:  # noqa: D102
         if ctx.rule == "deconv":  # keep only positive incoming gradient, ignore the forward input
             return g.clamp(min=0), None, None, None
-        (out,) = ctx.saved_tensors
-        passed = out > ctx.low if ctx.high is None else (out > ctx.low) & (out < ctx.high)
+        (passed,) = ctx.saved_tensors
         if ctx.rule == "guided":  # positive incoming gradient where the forward input passed
             return g.clamp(min=0).mul_(passed), None, None, None
         return g * passed, None, None, None
