@@ -118,7 +118,7 @@ def test_progress_resumes_in_each_persons_order(app_and_data) -> None:
     for _ in range(5):
         state = c.post("/api/answer", json={"who": "ann", "id": state["image"]["id"], "guesses": [0]}).get_json()
     # a fresh app on the same file (the server restarted) continues with the sixth photo
-    again = create_app(Path(db).parent / "photos", ["class%d" % i for i in range(5)], db)
+    again = create_app(Path(db).parent / "photos", [f"class{i}" for i in range(5)], db)
     state2 = again.test_client().get("/api/next?who=ann").get_json()
     assert state2["answered"] == 5 and state2["image"]["id"] == study_order(12, "ann")[5] == state["image"]["id"]
     bob = c.get("/api/next?who=bob").get_json()
@@ -242,7 +242,7 @@ def test_browser_label_ten_close_reopen_continue_report(tiny, tmp_path: Path) ->
                     page.fill("#reason", XSS)
                 page.click("#submit")
                 given.append((XSS, i, guess, False))
-            until(page, lambda: page.inner_text("#progress") != before, "the next photo")
+            until(page, lambda b=before: page.inner_text("#progress") != b, "the next photo")
 
     server = serve()
     url = f"http://127.0.0.1:{server.server_port}/"

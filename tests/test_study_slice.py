@@ -15,8 +15,17 @@ import torch
 from PIL import Image
 
 from convlens.errors import UserError
-from convlens.study import (CORRUPTIONS, DEFAULT_CORRUPTIONS, bin_accuracy, corrupt, corruption_names,
-                            image_attributes, object_scale, slice_accuracy, wilson)
+from convlens.study import (
+    CORRUPTIONS,
+    DEFAULT_CORRUPTIONS,
+    bin_accuracy,
+    corrupt,
+    corruption_names,
+    image_attributes,
+    object_scale,
+    slice_accuracy,
+    wilson,
+)
 
 
 def test_wilson_hand_values() -> None:
@@ -208,7 +217,7 @@ def test_slice_matches_an_independent_forward_pass(tiny, tmp_path: Path) -> None
 
 
 def test_folder_per_class_labels_by_name(tiny, tmp_path: Path) -> None:
-    root, labels = _dataset(tmp_path / "f", n=6, folders=[f"class{i}" for i in range(5)])
+    root, _ = _dataset(tmp_path / "f", n=6, folders=[f"class{i}" for i in range(5)])
     r = slice_accuracy(tiny, root, attributes=["contrast"], engine="torch")
     assert r.labels.tolist() == [int(f.split("/")[0][-1]) for f in r.files]
     bad, _ = _dataset(tmp_path / "b", n=6, folders=["cat", "dog", "c2", "c3", "c4"])

@@ -17,7 +17,7 @@ from .common import main, model_options
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="CSV with file,class_index (or file,label) [default: the folder's LABELS.csv or a folder per class].")
 @click.option("--attributes", default=None,
-              help="Comma-separated attributes [default: all built-in: object_scale, brightness, contrast, "
+              help="Comma-separated attributes, or none [default: all built-in: object_scale, brightness, contrast, "
                    "colourfulness, sharpness, texture_energy, image_size, aspect_ratio]; other names are columns of "
                    "--table.")
 @click.option("--table", type=click.Path(dir_okay=False), default=None,
@@ -45,14 +45,19 @@ def slice_cmd(run, dataset: str, labels: str | None, attributes: str | None, tab
         raise UserError("--reference compares corruption errors; add --corruptions")
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    attrs = [a.strip() for a in attributes.split(",") if a.strip()] if attributes else None
+    attrs = None if not attributes else [] if attributes.strip() == "none" else [
+        a.strip() for a in attributes.split(",") if a.strip()]
+    if attrs == [] and corruptions is None:
+        raise UserError("--attributes none leaves nothing to measure; add --corruptions")
     model = run.model
     ref = load_model(reference, device=run.device) if reference else None
     result = slice_accuracy(model, dataset, labels=labels, attributes=attrs, table=table, bins=bins,
                             corruptions=corruptions, corruption_limit=corruption_limit, reference=ref, limit=limit,
                             batch_size=batch_size, seed=run.seed, progress=True)
-    files = ["attributes.png"]
-    save(attribute_figure(result), run.out / "attributes.png")
+    files = []
+    if result.slices:
+        save(attribute_figure(result), run.out / "attributes.png")
+        files.append("attributes.png")
     if result.corruptions:
         save(corruption_figure(result), run.out / "corruptions.png")
         files.append("corruptions.png")

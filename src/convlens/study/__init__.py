@@ -2,8 +2,19 @@
 (:mod:`.human`)."""
 
 from .corruptions import CORRUPTIONS, DEFAULT_CORRUPTIONS, Corruption, corrupt, corruption_names
-from .slicing import (ATTRIBUTES, AttributeSlice, Bin, CorruptionCurve, SliceResult, bin_accuracy, image_attributes,
-                      object_scale, resolve_labels, slice_accuracy, wilson)
+from .slicing import (
+                      ATTRIBUTES,
+                      AttributeSlice,
+                      Bin,
+                      CorruptionCurve,
+                      SliceResult,
+                      bin_accuracy,
+                      image_attributes,
+                      object_scale,
+                      resolve_labels,
+                      slice_accuracy,
+                      wilson,
+)
 
 __all__ = ["CORRUPTIONS", "DEFAULT_CORRUPTIONS", "Corruption", "corrupt", "corruption_names", "ATTRIBUTES",
            "AttributeSlice", "Bin", "CorruptionCurve", "SliceResult", "bin_accuracy", "image_attributes",

@@ -164,7 +164,7 @@ def _scale(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
 def _occlusion(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
     frac = (0.05, 0.1, 0.2, 0.3, 0.4)[s - 1]
     h, w = x.shape[:2]
-    side = int(round(np.sqrt(frac * h * w)))
+    side = round(float(np.sqrt(frac * h * w)))
     sh, sw = min(h, side), min(w, side)
     top = int(rng.integers(0, h - sh + 1))
     left = int(rng.integers(0, w - sw + 1))
