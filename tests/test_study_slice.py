@@ -250,9 +250,11 @@ def test_slice_cli_writes_plots_csv_and_json(tiny_module, tmp_path: Path) -> Non
     assert len(s["corruptions"]) == 1 and len(s["corruptions"][0]["top1"]) == 5
     with open(out / "corruptions.csv") as f:
         assert len(list(csv.DictReader(f))) == 5
-    bad = CliRunner().invoke(main, ["slice", str(root), "--model", str(ts), "--corruptions", "fog", "--out",
-                                    str(tmp_path / "x")])
-    assert bad.exit_code != 0 and "unknown corruption 'fog'" in str(bad.exception or bad.output)
+    for args, msg in ((["--corruptions", "fog"], "unknown corruption 'fog'"),
+                      ([], "a TorchScript network cannot be hooked"),
+                      (["--attributes", "nope"], "unknown attribute 'nope'")):
+        bad = CliRunner().invoke(main, ["slice", str(root), "--model", str(ts), *args, "--out", str(tmp_path / "x")])
+        assert isinstance(bad.exception, UserError) and msg in str(bad.exception), (args, bad.exception)
 
 
 @pytest.mark.slow

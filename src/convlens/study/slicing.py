@@ -499,10 +499,10 @@ def slice_accuracy(model: Model, dataset: str | os.PathLike | Dataset, *, labels
                 raise UserError(f"unknown attribute {a!r}: built-in are {', '.join(ATTRIBUTES)}; "
                                 f"columns of {table_path}: {', '.join(sorted(have))}")
         columns = extra
+    cnames = corruption_names(corruptions) if corruptions is not None else []
     if "object_scale" in wanted and isinstance(model.module, torch.jit.ScriptModule):
         raise UserError("object_scale needs a saliency map, and a TorchScript network cannot be hooked; "
                         "leave it out with --attributes or load the network as Python")
-    cnames = corruption_names(corruptions) if corruptions is not None else []
     sev = [int(s) for s in severities]
     if any(not 1 <= s <= 5 for s in sev) or not sev:
         raise UserError(f"severities must be 1-5, got {list(severities)}")
