@@ -553,6 +553,55 @@ def _sec_grabcut(ctx: TourContext, out: SectionOutput) -> None:
                        "iterations": 5})
 
 
+def _sec_slice(ctx: TourContext, out: SectionOutput) -> None:
+    slice_accuracy = _need("study.slicing", "slice_accuracy")
+    from ..errors import UserError
+    from ..read.dataset import Dataset
+    from .study import attribute_figure, corruption_figure
+
+    files = ctx.dataset_files()
+    files = [files[i] for i in np.linspace(0, len(files) - 1, min(len(files), ctx.q(24, 160))).round().astype(int)]
+    known = ctx.cache.get("labels") or {}
+    ds, what = None, "true labels"
+    if files and all(known.get(f.name) is not None for f in files):
+        ds = Dataset(files, [known[f.name] for f in files])
+        try:
+            from ..study.slicing import resolve_labels
+            resolve_labels(ctx.model, ds)
+        except UserError:
+            ds = None
+    if ds is None:  # no usable labels: score against the network's own answer on the clean photo
+        preds = []
+        for i in range(0, len(files), 16):
+            with torch.no_grad():
+                preds += ctx.model(ctx.model.load(files[i:i + 16])).argmax(-1).tolist()
+        ds, what = Dataset(files, preds), "the network's own answer on the clean photo (these photos have no labels)"
+    labelled = what == "true labels"
+    attrs = (["brightness", "contrast", "sharpness", "colourfulness"] + ([] if ctx.quick else ["object_scale"])
+             if labelled else [])  # against its own answers every bin would be 100%: nothing to see
+    corr = ["gaussian_noise", "gaussian_blur", "contrast", "occlusion"] if ctx.quick else None
+    r = slice_accuracy(ctx.model, ds, attributes=attrs, bins=3, corruptions=corr or "default",
+                       severities=(1, 3, 5) if ctx.quick else (1, 2, 3, 4, 5), corruption_limit=ctx.q(16, 80),
+                       seed=ctx.seed)
+    if attrs:
+        ctx.figure(out, "attributes", attribute_figure(r, columns=len(attrs)),
+                   caption=f"Top-1 / top-5 accuracy per equal-count bin of each attribute on {len(files)} photos, "
+                   f"with 95% Wilson intervals.")
+    ctx.figure(out, "corruptions", corruption_figure(r),
+               caption=f"Accuracy against severity of ImageNet-C corruptions (and convlens' occlusion) on "
+               f"{r.corruption_n} photos, scored against {what}; severity 0 is the clean photo. Attributes need a "
+               f"labelled folder (--images with a LABELS.csv)." if not labelled else
+               f"Accuracy against severity of ImageNet-C corruptions (and convlens' occlusion) on "
+               f"{r.corruption_n} photos; severity 0 is the clean photo.")
+    out.params.update({"images": len(files), "labels": what, "attributes": attrs, "bins": 3,
+                       "corruptions": [c.name for c in r.corruptions], "severities": r.params["severities"]})
+    if labelled:
+        out.numbers["top-1"] = r.overall.top1
+    for c in r.corruptions:
+        out.numbers[f"top-1 at {c.name} severity {c.severities[-1]}"] = c.top1[-1]
+    out.numbers["seconds"] = r.seconds.get("total")
+
+
 def _sec_visualize(ctx: TourContext, out: SectionOutput) -> None:
     visualize_class, visualize_unit = _need("synthesize.visualize", "visualize_class", "visualize_unit")
     classes = [130, 9, 948, 574][: ctx.q(3, 4)] if ctx.model.num_classes >= 1000 else [0, 1, 2]
@@ -738,6 +787,11 @@ SECTIONS: tuple[Section, ...] = (
             "with its strongest and weakest pixels turns it into an object mask without any segmentation training "
             "(Simonyan et al. 2014).",
             _sec_grabcut),
+    Section("slice", "Accuracy by image attribute and corruption",
+            "Where does the network fail? Cutting a labelled set by image attributes (brightness, contrast, "
+            "sharpness, the object's size) shows which kinds of photos it gets wrong (Russakovsky et al. 2015); "
+            "corrupting the photos at growing severity shows how fast it breaks (Hendrycks & Dietterich 2019).",
+            _sec_slice),
     Section("visualize", "Class and unit visualization",
             "Gradient ascent on the pixels finds an image that maximises a class score or a unit's activation. "
             "Plain ascent gives adversarial noise; regularisers and transformation robustness make the result "
