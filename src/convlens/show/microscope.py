@@ -159,7 +159,7 @@ def guided_units(model: Model, layer: str, pixels: torch.Tensor, channels: Seque
     """
     x = pixels.detach().clone().requires_grad_(True)
     b = torch.arange(len(channels))
-    with torch.enable_grad(), backward_rule("guided"), Tap(model, layer, stop=True) as tap:
+    with torch.enable_grad(), backward_rule("guided", model, strict=False), Tap(model, layer, stop=True) as tap:
         tap.run(x)
         a = tap.outputs[layer]
         if a.dim() == 2:
