@@ -34,7 +34,7 @@ from ..core.taps import Tap, backward_rule
 from ..errors import UserError
 from ..models import Model
 from ..read.dataset import Dataset, load_dataset
-from ..read.reducers import BatchMeta, DeadUnits, Reducer, TopK
+from ..read.reducers import DeadUnits, Histogram, Reducer, TopK
 from . import figures as F
 from .html import render, save_image, slug, svg_histogram
 
@@ -44,46 +44,10 @@ __all__ = ["build_microscope", "MicroscopeSite", "LayerSummary", "ChannelHistogr
 _CACHE_VERSION = 1
 
 
-# --------------------------------------------------------------------------------------------------------------
-# a reducer of our own: one activation histogram per channel
-# --------------------------------------------------------------------------------------------------------------
-class ChannelHistogram(Reducer):
-    """Per channel of ``layer``, a histogram of every activation value over the dataset, on fixed bins.
-
-    ``low``/``high`` fix the bins (so merges are exact); values outside land in the first / last bin.
-    Result: ``(edges (bins+1,), counts (C, bins))``.
-    """
-
-    def __init__(self, layer: str, *, bins: int = 40, low: float = -4.0, high: float = 8.0) -> None:
-        if not high > low or bins < 1:
-            raise ValueError(f"need bins >= 1 and high > low, got {bins}, ({low}, {high})")
-        self.layers = (layer,)
-        self.name = f"chist:{layer}"
-        self.bins, self.low, self.high = bins, float(low), float(high)
-        self._counts: torch.Tensor | None = None
-
-    def update(self, activations: dict[str, torch.Tensor], meta: BatchMeta) -> None:
-        a = activations[self.layers[0]].detach().float()
-        if a.dim() == 2:
-            a = a[:, :, None, None]
-        c = a.shape[1]
-        idx = ((a - self.low) / (self.high - self.low) * self.bins).floor().clamp_(0, self.bins - 1).long()
-        idx = idx.transpose(0, 1).reshape(c, -1) + torch.arange(c, device=a.device)[:, None] * self.bins
-        counts = torch.bincount(idx.flatten(), minlength=c * self.bins).view(c, self.bins).cpu()
-        self._counts = counts if self._counts is None else self._counts + counts
-
-    def merge(self, other: Reducer) -> ChannelHistogram:
-        self._check_peer(other)
-        assert isinstance(other, ChannelHistogram)
-        if (other.bins, other.low, other.high) != (self.bins, self.low, self.high):
-            raise ValueError("channel histograms with different bins cannot be merged")
-        if other._counts is not None:
-            self._counts = other._counts.clone() if self._counts is None else self._counts + other._counts
-        return self
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        counts = np.zeros((0, self.bins), np.int64) if self._counts is None else self._counts.numpy()
-        return np.linspace(self.low, self.high, self.bins + 1), counts
+def ChannelHistogram(layer: str, *, bins: int = 40, low: float = -4.0, high: float = 8.0) -> Histogram:
+    """The microscope's histograms: :class:`~convlens.read.reducers.Histogram` per channel, out-of-range values
+    clamped into the end bins. Result: a :class:`~convlens.read.reducers.HistogramResult` with ``counts (C, bins)``."""
+    return Histogram(layer, bins=bins, low=low, high=high, per_channel=True, clip=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -274,7 +238,8 @@ def _run_scan(model: Model, ds: Dataset, layers: list[str], k: int, ranges: dict
         top = res[f"topk:{layer}"]
         data[f"{layer}|values"], data[f"{layer}|ids"] = top.values, top.ids
         data[f"{layer}|y"], data[f"{layer}|x"] = top.y, top.x
-        edges, counts = res[f"chist:{layer}"]
+        h = res[f"chist:{layer}"]
+        edges, counts = h.edges, h.counts
         data[f"{layer}|edges"], data[f"{layer}|counts"] = edges, counts
         dead = res["dead"][layer]
         data[f"{layer}|silent"] = np.asarray(dead.silent)
