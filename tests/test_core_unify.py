@@ -1,0 +1,27 @@
+"""One core piece per concept: the empirical receptive field is occlusion of a unit; the layer picker by stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from convlens.core.taps import activations
+from convlens.read.receptive_field import empirical_receptive_field
+
+
+def test_empirical_rf_map_is_the_hand_computed_discrepancy(tiny):
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    rf = empirical_receptive_field(tiny, x, "conv3", 2, units=[(7, 9)], occluder=5, stride=2, seed=3)
+    noise = torch.rand(3, 5, 5, generator=torch.Generator().manual_seed(3))
+    a0 = float(activations(tiny, x, "conv3")["conv3"][0, 2, 7, 9])
+    x0, y0, x1, y1 = tiny.layers["conv3"].rf.unclipped(7, 9)
+    acc, cnt = np.zeros((32, 32)), np.zeros((32, 32))
+    for t in range(max(0, y0 - 2), min(32 - 5, y1 - 2) + 1, 2):
+        for le in range(max(0, x0 - 2), min(32 - 5, x1 - 2) + 1, 2):
+            occ = x.clone()
+            occ[0, :, t:t + 5, le:le + 5] = noise
+            d = abs(float(activations(tiny, occ, "conv3")["conv3"][0, 2, 7, 9]) - a0)
+            acc[t:t + 5, le:le + 5] += d
+            cnt[t:t + 5, le:le + 5] += 1
+    expected = np.where(cnt > 0, acc / np.maximum(cnt, 1), 0.0)
+    np.testing.assert_allclose(rf.maps[0], expected, rtol=1e-4, atol=1e-6)
