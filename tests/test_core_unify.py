@@ -25,3 +25,23 @@ def test_empirical_rf_map_is_the_hand_computed_discrepancy(tiny):
             cnt[t:t + 5, le:le + 5] += 1
     expected = np.where(cnt > 0, acc / np.maximum(cnt, 1), 0.0)
     np.testing.assert_allclose(rf.maps[0], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_layer_picker_by_stage_on_several_families(lite0):
+    import timm
+    import torchvision
+
+    import convlens
+    from convlens.show.microscope import default_layers
+    from convlens.synthesize import default_dream_layer, default_invert_layers
+
+    assert lite0.layers.stages() == [f"blocks.{i}" for i in range(7)]
+    assert default_dream_layer(lite0) == "blocks.4" and default_layers(lite0) == ["blocks.1", "blocks.3", "blocks.5"]
+    assert default_invert_layers(lite0)[0] == "bn1"
+    r18 = convlens.Model.wrap(torchvision.models.resnet18(), size=64)
+    assert r18.layers.stages() == [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+    assert r18.layers.stem() == "relu" and default_dream_layer(r18) == "layer3.1"
+    cnx = convlens.Model.wrap(timm.create_model("convnext_atto"), size=64)
+    assert cnx.layers.stem() == "stem" and cnx.layers.stages() == [f"stages.{i}" for i in range(4)]
+    flat = convlens.Model.wrap(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()), size=16)
+    assert flat.layers.stages() == ["0", "1"]

@@ -100,19 +100,8 @@ class MicroscopeSite:
 # helpers
 # --------------------------------------------------------------------------------------------------------------
 def default_layers(model: Model, n: int = 3) -> list[str]:
-    """``n`` spatial layers spread over the depth (block outputs when the network has blocks)."""
-    import re
-
-    spatial = [i.name for i in model.layers.spatial() if i.shape[1] > 1]
-    if not spatial:
-        raise UserError("this model has no layer with a spatial output")
-    # stage outputs: children of a sequence ("blocks.3", "features.10"), else top-level modules ("layer2")
-    top = ([s for s in spatial if re.fullmatch(r"[^.]+\.\d+", s)] or [s for s in spatial if "." not in s]
-           or spatial)
-    if len(top) <= n:
-        return top
-    picks = np.linspace(1, len(top) - 2, n).round().astype(int)  # skip the very first and last
-    return [top[i] for i in dict.fromkeys(picks.tolist())]
+    """``n`` stage outputs spread over the depth (:meth:`~convlens.models.layers.LayerIndex.spread`)."""
+    return model.layers.spread(n)
 
 
 def guided_units(model: Model, layer: str, pixels: torch.Tensor, channels: Sequence[int], ys: Sequence[int],
