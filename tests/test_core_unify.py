@@ -45,3 +45,17 @@ def test_layer_picker_by_stage_on_several_families(lite0):
     assert cnx.layers.stem() == "stem" and cnx.layers.stages() == [f"stages.{i}" for i in range(4)]
     flat = convlens.Model.wrap(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()), size=16)
     assert flat.layers.stages() == ["0", "1"]
+
+
+def test_grabcut_on_a_flat_map_is_one_clear_error():
+    import pytest
+
+    from convlens import UserError
+    from convlens.attribute import grabcut
+
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for flat in (torch.zeros(1, 32, 32), torch.full((1, 32, 32), 3.0), torch.full((1, 32, 32), float("nan"))):
+        with pytest.raises(UserError, match="saliency map 0"):
+            grabcut(x, flat)
+    ramp = torch.linspace(0, 1, 32).view(1, 1, 32).expand(1, 32, 32)
+    assert grabcut(x, ramp).masks.shape == (1, 32, 32)
