@@ -826,6 +826,7 @@ def run_tour(model: Model, out: str | Path, *, images: str | Path | None = None,
             r.status, r.error = "skipped", "not selected (--only)"
     _write_page(ctx, results, started, running=True)
     todo = [(s, r) for s, r in zip(SECTIONS, results) if r.status == "pending"]
+    caller_rng = torch.random.get_rng_state()  # sections are seeded below; the caller's generator is restored
     try:
         for i, (sec, res) in enumerate(todo):
             if progress:
@@ -851,6 +852,7 @@ def run_tour(model: Model, out: str | Path, *, images: str | Path | None = None,
             if progress:
                 progress(i + 1, len(todo), res)
     finally:
+        torch.random.set_rng_state(caller_rng)
         shutil.rmtree(work, ignore_errors=True)
     path = _write_page(ctx, results, started, running=False)
     report = TourReport(results, path, time.perf_counter() - started, quick)

@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..models.zoo import read_torch_file
 from ..images import ImageLike, list_images, load_image, to_pixels
 from ..models.model import Model
+from ..runtime import private_rng
 from .texture import GramTargets, _resize_long, content_layer, features, style_layers, total_variation
 
 __all__ = [
@@ -242,13 +243,14 @@ def train_fast_style(model: Model, styles: Sequence[torch.Tensor], images: Seque
     """
     gen = torch.Generator().manual_seed(config.seed + (state.step if state else 0))
     rng = random.Random(config.seed + (state.step if state else 0))
-    torch.manual_seed(config.seed)
     dev = model.device
     photos = _photos(images, config.size)
     loss = PerceptualLoss(model, styles, style_size=config.style_size, content_weight=config.content_weight,
                           style_weight=config.style_weight, tv_weight=config.tv_weight,
                           style_layer_count=config.style_layer_count)
-    net = net or TransformNet(len(styles), config.width, config.blocks)
+    if net is None:
+        with private_rng(config.seed):  # the initial weights, without touching the caller's generator
+            net = TransformNet(len(styles), config.width, config.blocks)
     net.to(dev).train()
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     if optimizer_state:
