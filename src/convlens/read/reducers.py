@@ -12,8 +12,6 @@ methods.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,12 +141,12 @@ class PooledFeatures(Reducer):
         self._done_path: Path | None = None
         self._channels: dict[str, int] = {}
 
-    # cache key: model, layer, pooling, preprocessing and the files themselves
+    # cache key: the weights, preprocessing and code version (core.cache), layer, pooling and the files themselves
     def _key(self, model: Any, dataset: Any) -> str:
-        pre = getattr(model, "preprocess", None)
-        h = hashlib.sha1(json.dumps([getattr(model, "name", type(model).__name__), repr(pre), self.pool,
-                                     list(self.layers), dataset.fingerprint(), dataset.ids.tolist()]).encode())
-        return h.hexdigest()[:20]
+        from ..core.cache import cache_key
+
+        return cache_key(model, "pooled", self.pool, list(self.layers), dataset.fingerprint(), dataset.ids.tolist(),
+                         length=20)
 
     def start(self, dataset: Any, model: Any, cache_dir: Path | None) -> None:
         n = len(dataset)

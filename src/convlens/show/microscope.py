@@ -16,7 +16,6 @@ folder names and labels from the dataset are escaped by the templates (autoescap
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -30,6 +29,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..core.cache import cache_key
 from ..core.taps import Tap, backward_rule
 from ..errors import UserError
 from ..models import Model
@@ -162,9 +162,7 @@ def display_gradient(g: torch.Tensor) -> torch.Tensor:
 
 
 def _dataset_key(model: Model, ds: Dataset, layers: list[str], k: int, bins: tuple[float, float]) -> str:
-    h = hashlib.sha1(json.dumps([_CACHE_VERSION, model.name, repr(model.preprocess), layers, k, bins,
-                                 ds.fingerprint(), len(ds)]).encode())
-    return h.hexdigest()[:16]
+    return cache_key(model, "microscope", _CACHE_VERSION, layers, k, bins, ds.fingerprint(), len(ds), length=16)
 
 
 def _save_scan(path: Path, data: dict[str, Any]) -> None:
@@ -274,7 +272,7 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
     cache.mkdir(parents=True, exist_ok=True)
 
     t = time.perf_counter()
-    probe_key = hashlib.sha1(json.dumps([model.name, names, ds.fingerprint()]).encode()).hexdigest()[:16]
+    probe_key = cache_key(model, "microscope-ranges", names, ds.fingerprint(), length=16)
     range_file = cache / f"ranges-{probe_key}.json"
     if range_file.is_file():
         ranges = {k_: tuple(v) for k_, v in json.loads(range_file.read_text()).items()}
@@ -310,6 +308,10 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
                                len(dead) / max(1, channels), f"layers/{lslug}/index.html")
         summaries.append(summary)
 
+        # pictures already written are reused only if made from this very scan / these weights and settings
+        _fresh(ldir / "img", "patches", key, ("c*_p*.jpg", "c*_g*.jpg"))
+        _fresh(ldir / "img", "vis", cache_key(model, "microscope-vis", vis_steps, vis_size, seed),
+               ("c*_vis.png", "c*_w.png"))
         t = time.perf_counter()
         _patches_and_guided(model, ds, name, data, ldir, shown, k, progress, label=f"{li + 1}/{len(names)} {name}")
         t_patch += time.perf_counter() - t
@@ -366,6 +368,19 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
     seconds["total"] = time.perf_counter() - t_all
     return MicroscopeSite(index, int(data["images"]), summaries, seconds,
                           [tuple(s) for s in data.get("skipped", [])], reused)  # type: ignore[misc]
+
+
+def _fresh(folder: Path, what: str, key: str, patterns: Sequence[str]) -> None:
+    """Delete the pictures matching ``patterns`` in ``folder`` unless they were made under ``key`` (kept in
+    ``folder/.<what>.key``), so a re-run over another dataset or other weights never shows stale pictures."""
+    stamp = folder / f".{what}.key"
+    if stamp.is_file() and stamp.read_text() == key:
+        return
+    for pattern in patterns:
+        for f in folder.glob(pattern):
+            f.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
 
 
 def _patches_and_guided(model: Model, ds: Dataset, layer: str, data: dict[str, Any], ldir: Path, shown: int,
