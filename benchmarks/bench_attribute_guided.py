@@ -27,7 +27,7 @@ model = convlens.Model.wrap(net, size=224)
 norm = model.preprocess.normalize
 
 
-def interleaved(a, b, n):  # noqa: ANN001, ANN201
+def interleaved(a, b, n):
     a(), b()
     ta, tb = [], []
     for _ in range(n):

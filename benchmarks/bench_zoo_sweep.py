@@ -13,8 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 warnings.filterwarnings("ignore")
 
-import torch  # noqa: E402
-from zoo_recipes import ARCHS, photos, sweep  # noqa: E402
+import torch
+
+from zoo_recipes import ARCHS, photos, sweep
 
 archs = sys.argv[1:] or ARCHS
 folder = photos(Path(tempfile.mkdtemp(prefix="zoo-")))

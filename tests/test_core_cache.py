@@ -12,7 +12,7 @@ from convlens.core.cache import cache_key, model_fingerprint
 from convlens.read import PooledFeatures, load_dataset, scan
 
 
-def _photos(folder, n, seed):  # noqa: ANN001, ANN202
+def _photos(folder, n, seed):
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):

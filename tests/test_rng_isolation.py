@@ -12,7 +12,7 @@ from convlens.read.embedding import pca
 from convlens.runtime import private_rng
 
 
-def _calls(tiny):  # noqa: ANN001, ANN202
+def _calls(tiny):
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     from convlens.adversarial import fool, pgd
     from convlens.synthesize import dream, invert
