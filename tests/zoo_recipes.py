@@ -36,6 +36,10 @@ def build(spec: str) -> convlens.Model:
         import timm
 
         net = timm.create_model(name, pretrained=False, num_classes=CLASSES)
+    with torch.no_grad():  # ConvNeXt initialises its layer scales to 1e-6: every residual branch (and its GELU)
+        for pname, p in net.named_parameters():  # then barely counts; trained networks have scales near 1
+            if pname.endswith(("layer_scale", "gamma")) and p.dim() <= 3 and float(p.abs().max()) <= 1e-5:
+                p.fill_(1.0)
     size = 80 if name == "inception_v3" else 64
     return convlens.Model.wrap(net.eval(), size=size, name=spec, labels=[f"class{i}" for i in range(CLASSES)])
 
