@@ -73,8 +73,8 @@ def test_channel_histogram_merge_equals_one_pass() -> None:
     for i, x in enumerate(batches):
         whole.update({"l": x}, meta)
         (a if i < 2 else b).update({"l": x}, meta)
-    edges, counts = a.merge(b).result()
-    e2, c2 = whole.result()
+    merged, one = a.merge(b).result(), whole.result()
+    edges, counts, e2, c2 = merged.edges, merged.counts, one.edges, one.counts
     assert np.array_equal(counts, c2) and np.allclose(edges, e2)
     # hand count for one channel, with out-of-range values clamped into the end bins
     vals = torch.cat([x[:, 2].flatten() for x in batches])

@@ -197,22 +197,21 @@ class TourContext:
 
     def patch_layer(self) -> str:
         """The deepest stage output whose units still see less than half the image (for activations and patches)."""
-        import re
-
         h = self.model.preprocess.size[0]
         best = None
+        stages = set(self.model.layers.stages())
         for info in self.model.layers.spatial():
-            stage = re.fullmatch(r"[^.]+\.\d+", info.name) or "." not in info.name
-            if stage and not info.rf.whole and info.rf.size[0] <= h / 2 and info.shape[1] > 1:
+            if info.name in stages and not info.rf.whole and info.rf.size[0] <= h / 2 and info.shape[1] > 1:
                 best = info.name
         return best or self.pick_layer()
 
     def pick_layer(self, *, min_side: int = 14, max_side: int = 56, max_channels: int = 128) -> str:
         """A mid-depth spatial layer (a block output when the network has blocks) for the per-image sections."""
         best = None
+        stages = set(self.model.layers.stages())
         for info in self.model.layers.spatial():
             c, h, _ = info.shape
-            if min_side <= h <= max_side and c <= max_channels and info.name.count(".") <= 1:
+            if min_side <= h <= max_side and c <= max_channels and info.name in stages:
                 best = info.name
         return best or self.model.layers.last_spatial()
 
@@ -627,9 +626,9 @@ def _sec_visualize(ctx: TourContext, out: SectionOutput) -> None:
 
 
 def _sec_dream(ctx: TourContext, out: SectionOutput) -> None:
-    dream = _need("synthesize.dream", "dream")
+    dream, default_dream_layer = _need("synthesize.dream", "dream", "default_dream_layer")
     kw = {"octaves": ctx.q(3, 4), "steps": ctx.q(8, 10), "max_side": ctx.q(256, 512)}
-    layer = "blocks.4" if "blocks.4" in ctx.model.layers else ctx.pick_layer()
+    layer = default_dream_layer(ctx.model)
     res = dream(ctx.model, ctx.photos[ctx.main_name], layer=layer, seed=ctx.seed, **kw)
     img = res.images[0].detach().cpu()
     photo = F.fit(ctx.photos[ctx.main_name], max(img.shape[1:]))
@@ -641,8 +640,8 @@ def _sec_dream(ctx: TourContext, out: SectionOutput) -> None:
 
 
 def _sec_invert(ctx: TourContext, out: SectionOutput) -> None:
-    invert = _need("synthesize.invert", "invert")
-    layers = [n for n in ("bn1", "blocks.2", "blocks.4") if n in ctx.model.layers] if ctx.quick else None
+    invert, default_invert_layers = _need("synthesize.invert", "invert", "default_invert_layers")
+    layers = default_invert_layers(ctx.model, 3) if ctx.quick else None
     kw: dict[str, Any] = {"steps": ctx.q(80, 200)}
     res = invert(ctx.model, ctx.pixels(), layers, **kw) if layers else invert(ctx.model, ctx.pixels(), **kw)
     panels = [(F.to_rgb(res.photo[0] if res.photo.dim() == 4 else res.photo), "photo")]
@@ -954,6 +953,7 @@ def run_tour(model: Model, out: str | Path, *, images: str | Path | None = None,
             r.status, r.error = "skipped", "not selected (--only)"
     _write_page(ctx, results, started, running=True)
     todo = [(s, r) for s, r in zip(SECTIONS, results) if r.status == "pending"]
+    caller_rng = torch.random.get_rng_state()  # sections are seeded below; the caller's generator is restored
     try:
         for i, (sec, res) in enumerate(todo):
             if progress:
@@ -979,6 +979,7 @@ def run_tour(model: Model, out: str | Path, *, images: str | Path | None = None,
             if progress:
                 progress(i + 1, len(todo), res)
     finally:
+        torch.random.set_rng_state(caller_rng)
         shutil.rmtree(work, ignore_errors=True)
     path = _write_page(ctx, results, started, running=False)
     report = TourReport(results, path, time.perf_counter() - started, quick)
