@@ -98,7 +98,7 @@ class ScanCheckpoint:
         """One shard's partial result, or ``None`` when its part is missing or damaged (the shard is read again)."""
         try:
             with open(self._part(shard), "rb") as f:
-                payload = pickle.load(f)  # noqa: S301 - our own file, written by save()
+                payload = pickle.load(f)
         except Exception:  # noqa: BLE001 - a damaged part only costs a re-read of its shard
             return None
         return payload if isinstance(payload, dict) and "reducers" in payload else None

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import UserError
 from ..images import IMAGE_SUFFIXES, ImageLike, list_images
 
-__all__ = ["Dataset", "LIST_SUFFIXES", "load_dataset", "read_path_list", "tar_member_image", "tar_samples"]
+__all__ = ["LIST_SUFFIXES", "Dataset", "load_dataset", "read_path_list", "tar_member_image", "tar_samples"]
 
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 _LABEL_SUFFIXES = (".cls", ".label")

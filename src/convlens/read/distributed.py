@@ -47,8 +47,18 @@ import torch
 
 from ..errors import UserError
 
-__all__ = ["Cluster", "INSTALL_HINT", "as_cluster", "connect", "current_cluster", "on_cluster", "reduce_shards",
-           "require_ray", "run_tasks", "shutdown_pools"]
+__all__ = [
+    "INSTALL_HINT",
+    "Cluster",
+    "as_cluster",
+    "connect",
+    "current_cluster",
+    "on_cluster",
+    "reduce_shards",
+    "require_ray",
+    "run_tasks",
+    "shutdown_pools",
+]
 
 INSTALL_HINT = "running on a Ray cluster needs Ray: pip install 'convlens[ray]'"
 

@@ -33,6 +33,13 @@ distance ahead and reducers keep fixed-size state, features going to memory-mapp
 
 Ctrl-C stops the scan after flushing the feature cache, so a re-run with the same ``cache_dir`` resumes where
 it stopped. Unreadable images are reported in ``skipped`` (and warned about), never fatal.
+
+Shards, checkpoints and clusters: with a ``checkpoint`` folder (by default ``cache_dir/checkpoints`` when there
+is a ``cache_dir``) the scan runs shard by shard (``shard_size`` consecutive images, default 128), each reduced by
+fresh copies of the reducers, written to disk and merged (:mod:`convlens.read.checkpoint`): a scan killed even
+with SIGKILL loses at most the shard it was reading, and the re-run merges the parts and reads only the rest. The
+same shards run on a pool of Ray actors with ``cluster=`` (:mod:`convlens.read.distributed`); the result is the
+same wherever the shards ran. Without a checkpoint or a cluster the scan is the one unsharded pass above.
 """
 
 from __future__ import annotations
