@@ -30,7 +30,7 @@ from ..read import (
 )
 from ..read.reducers import PooledFeatures
 from ..show.figures import save
-from .common import COUNT, NATURAL, main, model_options, parse_range
+from .common import COUNT, cluster_options, NATURAL, main, model_options, parse_range
 
 _DATASET = click.argument("dataset", type=click.Path(exists=True))
 _CACHE = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
@@ -92,6 +92,7 @@ def activations_cmd(run, image: str, layer: str, max_channels: int) -> None:
 @main.command("neighbors")
 @_DATASET
 @model_options("neighbors")
+@cluster_options
 @click.option("--query", "-q", "queries", multiple=True, required=True, type=click.Path(),
               help="Query image (repeat for several).")
 @click.option("--layer", "-l", default=None, help="Feature layer [default: the CNN code before the classifier].")
@@ -114,6 +115,7 @@ def neighbors_cmd(run, dataset: str, queries: tuple[str, ...], layer: str | None
 @main.command("embed")
 @_DATASET
 @model_options("embed")
+@cluster_options
 @click.option("--layer", "-l", default=None, help="Feature layer [default: the CNN code before the classifier].")
 @click.option("--method", type=click.Choice(["tsne", "pca", "umap"]), default="tsne", show_default=True)
 @click.option("--grid", "grid_side", type=COUNT, default=None, help="Mosaic side G [default: ceil(sqrt(N))].")
@@ -149,6 +151,7 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
 @main.command("top-patches")
 @_DATASET
 @model_options("top-patches")
+@cluster_options
 @click.option("--layer", "-l", required=True, help="A layer with a spatial map.")
 @click.option("--channels", "-c", default="0-15", show_default=True, help="Channels, e.g. 0-15 or 3,7,9.")
 @click.option("--k", type=COUNT, default=9, show_default=True, help="Patches per channel.")
@@ -182,6 +185,7 @@ def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided
 @main.command("receptive-field")
 @_DATASET
 @model_options("receptive-field")
+@cluster_options
 @click.option("--layer", "-l", required=True, help="A layer with a spatial map.")
 @click.option("--channel", "-c", type=NATURAL, required=True, help="The channel whose unit to measure.")
 @click.option("--images", "n_images", type=COUNT, default=8, show_default=True, help="Top images to average over.")
@@ -208,6 +212,7 @@ def receptive_field_cmd(run, dataset: str, layer: str, channel: int, n_images: i
 @main.command("dead-units")
 @_DATASET
 @model_options("dead-units")
+@cluster_options
 @click.option("--layer", "-l", "layers", multiple=True, help="Layers (repeat) [default: every rectifier output].")
 @_LIMIT
 def dead_units_cmd(run, dataset: str, layers: tuple[str, ...], limit: int | None) -> None:

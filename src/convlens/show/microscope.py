@@ -212,13 +212,14 @@ def _probe_range(model: Model, ds: Dataset, layers: list[str]) -> dict[str, tupl
 
 
 def _run_scan(model: Model, ds: Dataset, layers: list[str], k: int, ranges: dict[str, tuple[float, float]],
-              batch_size: int | None, progress: bool) -> dict[str, Any]:
+              batch_size: int | None, progress: bool, *, cluster: Any = None,
+              checkpoint: Path | None = None) -> dict[str, Any]:
     from ..read.scan import scan
 
     reducers: list[Reducer] = [TopK(layer, k) for layer in layers]
     reducers += [ChannelHistogram(layer, low=ranges[layer][0], high=ranges[layer][1]) for layer in layers]
     reducers.append(DeadUnits(layers))
-    res = scan(model, ds, reducers, batch_size=batch_size, progress=progress)
+    res = scan(model, ds, reducers, batch_size=batch_size, progress=progress, cluster=cluster, checkpoint=checkpoint)
     data: dict[str, Any] = {"images": int(res.images), "skipped": [list(s) for s in res.skipped],
                             "scan_seconds": float(res.seconds), "layers": layers}
     for layer in layers:
@@ -239,7 +240,7 @@ def _run_scan(model: Model, ds: Dataset, layers: list[str], k: int, ranges: dict
 def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Path, *,
                      layers: Sequence[str] | None = None, k: int = 9, max_channels: int | None = None,
                      vis_steps: int = 48, vis_size: int = 96, batch_size: int | None = None, seed: int = 0,
-                     progress: bool = True) -> MicroscopeSite:
+                     progress: bool = True, cluster: Any = None) -> MicroscopeSite:
     """Scan ``dataset`` once through ``model`` and write a static site of ``layers`` to ``out`` (resumable).
 
     Args:
@@ -252,12 +253,18 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
         vis_steps / vis_size: feature-visualization steps and side (0 steps: no feature visualizations).
         batch_size: scan batch size (``None``: measured).
         seed: seeds the feature visualizations.
+        cluster: run the scan and the feature visualizations on Ray (:mod:`convlens.read.distributed`: ``"local"``,
+            an address or a ``Cluster``; default: the enclosing ``on_cluster`` block's, else this process). The scan
+            checkpoints its shards in ``out/_cache`` either way, so an interrupted (even killed) run resumes.
 
     Returns:
         :class:`MicroscopeSite` with the index path, image count, per-layer summaries (dead-unit fractions are
         the channels that never fire on any image) and the seconds each stage took.
     """
+    from ..read.distributed import as_cluster
+
     t_all = time.perf_counter()
+    cluster = as_cluster(cluster)
     out = Path(out)
     if k < 1:
         raise UserError(f"k must be at least 1, got {k}")
@@ -284,7 +291,8 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
     data = _load_scan(scan_path)
     reused = data is not None
     if data is None:
-        data = _run_scan(model, ds, names, k, ranges, batch_size, progress)  # type: ignore[arg-type]
+        data = _run_scan(model, ds, names, k, ranges, batch_size, progress,  # type: ignore[arg-type]
+                         cluster=cluster, checkpoint=cache / "checkpoints")
         _save_scan(scan_path, data)
     seconds["scan"] = time.perf_counter() - t
 
@@ -317,7 +325,7 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
         t_patch += time.perf_counter() - t
         t = time.perf_counter()
         if vis_steps > 0:
-            _feature_vis(model, name, ldir, shown, vis_steps, vis_size, seed, progress)
+            _feature_vis(model, name, ldir, shown, vis_steps, vis_size, seed, progress, cluster=cluster)
         t_vis += time.perf_counter() - t
 
         t = time.perf_counter()
@@ -433,32 +441,54 @@ def _patches_and_guided(model: Model, ds: Dataset, layer: str, data: dict[str, A
             bar.close()
 
 
-def _feature_vis(model: Model, layer: str, ldir: Path, shown: int, steps: int, size: int, seed: int,
-                 progress: bool, *, batch: int = 16) -> None:
-    """Feature visualizations of the channels that have none yet, ``batch`` channels per optimisation run."""
+def _vis_block(model: Model, layer: str, part: list[int], steps: int, size: int, seed: int) -> torch.Tensor:
+    """Feature visualizations (Olah et al. 2017) of the channels ``part`` of ``layer``, in one optimisation run:
+    ``(len(part), 3, size, size)`` pixels. Seeded by the block's first channel, so a block is the same picture
+    wherever and whenever it is computed."""
     from ..core.objectives import channel
     from ..core.optimize import optimize
     from ..core.params import FourierImage
     from ..core.transforms import standard_transforms
 
-    todo = [c for c in range(shown) if not (ldir / "img" / f"c{c}_vis.png").is_file()]
+    gen = torch.Generator().manual_seed(seed + part[0])
+    param = FourierImage(size=size, batch=len(part), generator=gen)
+    pad = max(2, size // 16)
+    res = optimize(model, channel(layer, part), param,
+                   transforms=standard_transforms(pad=pad, jitter_px=pad, scale=(0.9, 1.1), degrees=10),
+                   steps=steps, lr=0.05, generator=gen)
+    return res.images.detach().cpu()
+
+
+def _feature_vis(model: Model, layer: str, ldir: Path, shown: int, steps: int, size: int, seed: int,
+                 progress: bool, *, batch: int = 16, cluster: Any = None) -> None:
+    """Feature visualizations of the channels that have none yet, in fixed blocks of ``batch`` channels (one
+    optimisation run each; a block with a missing picture is run again whole, so a resumed site equals an
+    uninterrupted one). With a ``cluster`` (:mod:`convlens.read.distributed`) the blocks are Ray tasks on actors
+    that hold the model; each picture is written as its block comes back, which is what a re-run resumes from."""
+    blocks = [list(range(b, min(shown, b + batch))) for b in range(0, shown, batch)]
+    todo = [part for part in blocks if any(not (ldir / "img" / f"c{c}_vis.png").is_file() for c in part)]
     if not todo:
+        return
+
+    def write(part: list[int], images: torch.Tensor) -> None:
+        for c, img in zip(part, images):
+            path = ldir / "img" / f"c{c}_vis.png"
+            if not path.is_file():
+                save_image(img, path)
+
+    if cluster is not None:
+        from ..read.distributed import run_tasks
+
+        run_tasks(cluster, model, _vis_block, [(layer, part, steps, size, seed) for part in todo],
+                  lambda job, images: write(job[1], images), progress=f"feature vis {layer}" if progress else None)
         return
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(todo), desc=f"feature vis {layer}", unit="ch", leave=False)
+        bar = tqdm(total=sum(len(p) for p in todo), desc=f"feature vis {layer}", unit="ch", leave=False)
     try:
-        for start in range(0, len(todo), batch):
-            part = todo[start:start + batch]
-            gen = torch.Generator().manual_seed(seed + part[0])
-            param = FourierImage(size=size, batch=len(part), generator=gen)
-            pad = max(2, size // 16)
-            res = optimize(model, channel(layer, part), param,
-                           transforms=standard_transforms(pad=pad, jitter_px=pad, scale=(0.9, 1.1), degrees=10),
-                           steps=steps, lr=0.05, generator=gen)
-            for c, img in zip(part, res.images.cpu()):
-                save_image(img, ldir / "img" / f"c{c}_vis.png")
+        for part in todo:
+            write(part, _vis_block(model, layer, part, steps, size, seed))
             if bar is not None:
                 bar.update(len(part))
     finally:
