@@ -77,6 +77,9 @@ def load_image(source: ImageLike, *, draft: tuple[int, int] | None = None) -> Im
     at least that (width, height), which makes large photos several times cheaper to read.
     Raises :class:`UserError` (one line) for a missing, unreadable or oversized file.
     """
+    if isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
+        from .read.dataset import tar_member_image  # a member of a WebDataset .tar shard: "shard.tar/key.jpg"
+        source = tar_member_image(source, draft=draft) or source
     if isinstance(source, Image.Image):
         img = source
     else:

@@ -17,7 +17,7 @@ from .common import main
 # importing the area modules registers their commands on ``main``
 from . import basics  # noqa: E402,F401  isort: skip
 
-for _area in ("read", "attribute", "synthesize", "style", "adversarial", "show"):
+for _area in ("read", "attribute", "synthesize", "style", "adversarial", "show", "correspond", "study"):
     try:
         __import__(f"{__name__}.{_area}")
     except ModuleNotFoundError as _exc:  # an area that has no commands yet

@@ -13,6 +13,7 @@ from ..attribute import METHODS, Unit, deletion_insertion, grabcut, saliency
 from ..attribute._common import resolve_targets
 from ..attribute.cam import guided_grad_cam
 from ..attribute.gradients import guided_backprop
+from ..core.taps import RuleReport
 from ..errors import UserError
 from ..images import list_images, read_images
 from ..show.attribution import curves_figure, mask_figure, saliency_figure
@@ -40,9 +41,12 @@ def _options(method: str, run, samples: int, steps: int, window: int, stride: in
         return {"steps": steps}
     if method == "occlusion":
         return {"window": window, "stride": stride}
+    opts: dict = {}
+    if method in ("deconvnet", "guided", "guided_gradcam"):  # result.json: how many rectifier calls the rule changed
+        opts["report"] = RuleReport("deconv" if method == "deconvnet" else "guided")
     if method in ("gradcam", "guided_gradcam") and layer:
-        return {"layer": layer}
-    return {}
+        opts["layer"] = layer
+    return opts
 
 
 def _check_occluder(names: list[str], window: int, stride: int) -> None:

@@ -231,3 +231,37 @@ def parse_fraction(text: str | float) -> float:
     if not math.isfinite(v) or v < 0:
         raise UserError(f"{text!r} must be a finite number >= 0")
     return v
+
+
+def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--cluster [ADDRESS] --workers N --gpus-per-worker G``: the command's scans (and the microscope's feature
+    visualisations) then run on Ray actors (:mod:`convlens.read.distributed`). Put it under :func:`model_options`."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, cluster: str | None, workers: int | None, gpus_per_worker: float | None,
+                **kwargs: Any) -> Any:
+        from ..errors import UserError
+
+        if cluster is None:
+            if workers is not None or gpus_per_worker is not None:
+                raise UserError("--workers and --gpus-per-worker go with --cluster [ADDRESS]")
+            return fn(*args, **kwargs)
+        from ..read.distributed import Cluster, on_cluster, require_ray
+
+        require_ray()  # before the model is loaded: one line saying what to install
+        spec = Cluster(None if cluster == "local" else cluster, workers=workers,
+                       gpus_per_worker=gpus_per_worker or 0.0)
+        with on_cluster(spec):
+            return fn(*args, **kwargs)
+
+    opts = [
+        click.option("--gpus-per-worker", type=float, default=None,
+                     help="GPUs each Ray worker reserves (its model runs on CUDA) [default: 0]."),
+        click.option("--workers", type=int, default=None,
+                     help="Ray workers, one model each [default: one per CPU of the cluster]."),
+        click.option("--cluster", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                     help="Run the scan on Ray: alone, a runtime on this machine; 'auto' or host:port joins a "
+                          "running cluster (pip install 'convlens[ray]'). Give it after DATASET or as --cluster=ADDR."),
+    ]
+    for opt in opts:
+        wrapper = opt(wrapper)
+    return wrapper

@@ -30,7 +30,7 @@ from ..read import (
 )
 from ..read.reducers import PooledFeatures
 from ..show.figures import save
-from .common import COUNT, NATURAL, main, model_options, parse_range
+from .common import COUNT, cluster_options, NATURAL, main, model_options, parse_range
 
 _DATASET = click.argument("dataset", type=click.Path(exists=True))
 _CACHE = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
@@ -92,6 +92,7 @@ def activations_cmd(run, image: str, layer: str, max_channels: int) -> None:
 @main.command("neighbors")
 @_DATASET
 @model_options("neighbors")
+@cluster_options
 @click.option("--query", "-q", "queries", multiple=True, required=True, type=click.Path(),
               help="Query image (repeat for several).")
 @click.option("--layer", "-l", default=None, help="Feature layer [default: the CNN code before the classifier].")
@@ -114,6 +115,7 @@ def neighbors_cmd(run, dataset: str, queries: tuple[str, ...], layer: str | None
 @main.command("embed")
 @_DATASET
 @model_options("embed")
+@cluster_options
 @click.option("--layer", "-l", default=None, help="Feature layer [default: the CNN code before the classifier].")
 @click.option("--method", type=click.Choice(["tsne", "pca", "umap"]), default="tsne", show_default=True)
 @click.option("--grid", "grid_side", type=COUNT, default=None, help="Mosaic side G [default: ceil(sqrt(N))].")
@@ -149,18 +151,26 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
 @main.command("top-patches")
 @_DATASET
 @model_options("top-patches")
+@cluster_options
 @click.option("--layer", "-l", required=True, help="A layer with a spatial map.")
 @click.option("--channels", "-c", default="0-15", show_default=True, help="Channels, e.g. 0-15 or 3,7,9.")
 @click.option("--k", type=COUNT, default=9, show_default=True, help="Patches per channel.")
 @click.option("--guided", is_flag=True, help="Beside each patch, its unit's guided-backprop image.")
+@click.option("--direction", "directions", multiple=True, type=click.Choice(["unit", "random", "pca"]),
+              help="Top patches along random / principal directions of the layer, beside single units, from one "
+                   "scan, with their class coherence (Szegedy et al. 2014). Repeat for several.")
+@click.option("--count", type=int, default=8, show_default=True, help="With --direction: directions of each kind.")
 @_LIMIT
 @_CACHE
 def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided: bool,
-                    limit: int | None, cache_dir: str | None) -> None:
+                    directions: tuple[str, ...], count: int, limit: int | None, cache_dir: str | None) -> None:
     """For each channel, the k dataset patches that activate it most, cropped to the unit's receptive field."""
     model = run.model
     info = model.layers[layer]
     chans = parse_range(channels, info.channels if info.spatial else None)
+    if directions:
+        _directions(run, dataset, layer, chans, k, directions, count, limit)
+        return
     tp = top_patches(model, load_dataset(dataset, limit=limit), layer, channels=chans, k=k)
     g = None
     if guided:
@@ -175,6 +185,7 @@ def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided
 @main.command("receptive-field")
 @_DATASET
 @model_options("receptive-field")
+@cluster_options
 @click.option("--layer", "-l", required=True, help="A layer with a spatial map.")
 @click.option("--channel", "-c", type=NATURAL, required=True, help="The channel whose unit to measure.")
 @click.option("--images", "n_images", type=COUNT, default=8, show_default=True, help="Top images to average over.")
@@ -201,6 +212,7 @@ def receptive_field_cmd(run, dataset: str, layer: str, channel: int, n_images: i
 @main.command("dead-units")
 @_DATASET
 @model_options("dead-units")
+@cluster_options
 @click.option("--layer", "-l", "layers", multiple=True, help="Layers (repeat) [default: every rectifier output].")
 @_LIMIT
 def dead_units_cmd(run, dataset: str, layers: tuple[str, ...], limit: int | None) -> None:
@@ -216,3 +228,49 @@ def dead_units_cmd(run, dataset: str, layers: tuple[str, ...], limit: int | None
     run.save({"images": out.images, "engine": out.engine, "skipped": out.skipped, "layers": {
         name: {"channels": d.channels, "dead": d.dead, "fraction": d.fraction,
                "silent_fraction": d.silent_fraction.round(4).tolist()} for name, d in dead.items()}})
+
+
+def _directions(run, dataset: str, layer: str, chans: list[int], k: int, kinds: tuple[str, ...], count: int,
+                limit: int | None) -> None:
+    """``top-patches --direction``: units, random and principal directions from one scan, with coherence."""
+    from ..read import crop_patches
+    from ..read.directions import units_vs_directions
+    from ..show.correspond import directions_figure
+
+    model = run.model
+    if not model.layers[layer].spatial:
+        raise UserError(f"layer {layer!r} has no spatial map (output {model.layers[layer].shape}); "
+                        "pick a convolutional layer")
+    if count < 1:
+        raise UserError(f"--count must be at least 1, got {count}")
+    want = ["unit", *[d for d in kinds if d != "unit"]]
+    st = units_vs_directions(model, load_dataset(dataset, limit=limit), [layer], kinds=want, count=count, k=k,
+                             units=chans[:count], seed=run.seed)
+    dt = st.layers[layer]
+    tp = crop_patches(model, dt.top)
+    save(directions_figure(dt, tp), run.out / "directions.png", max_kb=600)
+    coh = dt.coherence
+    if coh is not None:
+        click.echo(f"{layer}: class coherence of the top {k} images ({coh.source}; classifier space = rows of "
+                   f"the final linear layer)")
+        click.echo(f"{'kind':<8}{'n':>5}{'same-class pairs':>18}{'near-class pairs':>18}{'classifier similarity':>24}")
+        for r in st.table():
+            click.echo(f"{r[1]:<8}{r[2]:>5}{r[3]:>11.3f} +-{r[4]:.3f}{r[5]:>11.3f} +-{r[6]:.3f}{r[7]:>17.3f} +-{r[8]:.3f}")
+    ds = dt.directions
+    run.save({"layer": layer, "receptive_field": list(tp.rf_size), "images": st.images, "kinds": want,
+              "coherence": None if coh is None else {
+                  "classes": coh.source, "k": coh.k, "chance_same_class": list(coh.chance_same_class),
+                  "chance_similarity": list(coh.chance_similarity),
+                  "chance_near_class": list(coh.chance_near_class), "near": coh.near,
+                  "table": [dict(zip(["layer", "kind", "n", "same_class", "same_class_sem", "near_class",
+                                      "near_class_sem", "similarity", "similarity_sem"], row))
+                            for row in st.table()]},
+              "directions": [
+                  {"kind": ds.kind[i], "index": ds.index[i], "label": ds.label(i), "explained": ds.explained[i],
+                   "same_class": None if coh is None else coh.same_class[i],
+                   "near_class": None if coh is None else coh.near_class[i],
+                   "similarity": None if coh is None else coh.similarity[i],
+                   "flat": None if coh is None else bool(coh.flat[i]),
+                   "patches": [{"file": str(p.file), "value": p.value, "box": list(p.box), "unit": [p.y, p.x]}
+                               for p in tp.patches[i]]}
+                  for i in range(len(ds.kind))]})

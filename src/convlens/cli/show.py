@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import COUNT, NATURAL, at_least, main, model_options
+from .common import COUNT, cluster_options, NATURAL, at_least, main, model_options
 
 
 def _section_progress(i: int, n: int, res) -> None:  # noqa: ANN001
@@ -42,6 +42,7 @@ def tour_cmd(run, images: str | None, quick: bool, only: str | None, style: str 
 @main.command("microscope")
 @click.argument("dataset", type=click.Path(exists=True))
 @model_options("microscope")
+@cluster_options
 @click.option("--layers", default=None, help="Comma-separated layer names [default: three spread over the depth].")
 @click.option("--k", "k", type=COUNT, default=9, show_default=True, help="Top patches per channel.")
 @click.option("--max-channels", type=COUNT, default=None, help="Only the first N channels of each layer get pages.")

@@ -14,8 +14,8 @@ from ..errors import UserError
 from ..images import list_images, load_image, to_pil, to_pixels
 from ..models import Model, load_model
 from ..show.figures import grid, save, side_by_side
-from ..synthesize.dream import DEFAULT_DREAM_LAYER, dream, photo_pixels
-from ..synthesize.invert import DEFAULT_INVERT_LAYERS, invert
+from ..synthesize.dream import default_dream_layer, dream, photo_pixels
+from ..synthesize.invert import default_invert_layers, invert
 from ..synthesize.visualize import PRESETS, judge_probs, multifaceted, preset, visualize_class, visualize_unit
 from ..results import save_image
 from .common import COUNT, FiniteFloat, NATURAL, NONNEGATIVE, POSITIVE, Run, main, model_options, parse_range
@@ -183,7 +183,7 @@ def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None,
 @main.command("dream")
 @click.argument("image")
 @model_options("dream")
-@click.option("--layer", default=DEFAULT_DREAM_LAYER, show_default=True, help="Layer whose activation norm grows.")
+@click.option("--layer", default=None, help="Layer whose activation norm grows [default: the stage output at 2/3 depth].")
 @click.option("--octaves", type=COUNT, default=4, show_default=True)
 @click.option("--octave-scale", type=FiniteFloat(1.0), default=1.4, show_default=True)
 @click.option("--steps", type=COUNT, default=10, show_default=True, help="Steps per octave.")
@@ -191,10 +191,11 @@ def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None,
 @click.option("--step-size", type=POSITIVE, default=1.5, show_default=True, help="Step on a 0-255 scale.")
 @click.option("--guide", default=None, help="Guide image: grow what it shows instead.")
 @click.option("--max-side", type=COUNT, default=512, show_default=True, help="Longer side of the photo is capped.")
-def dream_cmd(run: Run, image: str, layer: str, octaves: int, octave_scale: float, steps: int, jitter: int,
+def dream_cmd(run: Run, image: str, layer: str | None, octaves: int, octave_scale: float, steps: int, jitter: int,
               step_size: float, guide: str | None, max_side: int) -> None:
     """DeepDream (Mordvintsev 2015) as in the original notebook: octaves, jitter, L1-normalised ascent."""
     model = run.model
+    layer = layer or default_dream_layer(model)
     photo = photo_pixels(image, max_side)
     res = dream(model, photo, layer=layer, octaves=octaves, octave_scale=octave_scale, steps=steps, jitter=jitter,
                 step_size=step_size / 255, guide=guide, max_side=None, seed=run.seed, progress=True)
@@ -212,7 +213,7 @@ def dream_cmd(run: Run, image: str, layer: str, octaves: int, octave_scale: floa
 @model_options("invert")
 @click.option("--layer", default=None, help="One layer.")
 @click.option("--layers", default=None,
-              help=f"Several layers side by side, comma separated [default: {','.join(DEFAULT_INVERT_LAYERS)}].")
+              help="Several layers side by side, comma separated [default: the stem and four stages].")
 @click.option("--tv", type=NONNEGATIVE, default=None, help="Weight of the total-variation prior [0.05 L-BFGS, 0.5 Adam].")
 @click.option("--beta", type=POSITIVE, default=2.0, show_default=True, help="Exponent of the total variation.")
 @click.option("--alpha-weight", type=NONNEGATIVE, default=None, help="Weight of the alpha-norm prior [0.1 L-BFGS, 1 Adam].")
@@ -225,8 +226,9 @@ def invert_cmd(run: Run, image: str, layer: str | None, layers: str | None, tv: 
     if layer and layers:
         raise UserError("give --layer or --layers, not both")
     names = [layer] if layer else ([s.strip() for s in layers.split(",") if s.strip()] if layers
-                                   else list(DEFAULT_INVERT_LAYERS))
+                                   else None)
     model = run.model
+    names = names or default_invert_layers(model)
     res = invert(model, image, names, steps=steps, tv=tv, beta=beta, alpha_weight=alpha_weight,
                  optimizer=optimizer, seed=run.seed, progress=True)
     rows = []
