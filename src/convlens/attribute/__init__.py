@@ -14,6 +14,7 @@ from .gradients import deconvnet, guided_backprop, integrated_gradients, smoothg
 from .methods import CAM_METHODS, CLASS_ONLY, METHODS, edge_map, random_map, saliency
 from .metrics import Faithfulness, deletion_insertion
 from .occlusion import FILLS, occlusion, occlusion_windows
+from .sanity import SanityCheck, cascading_randomization, label_randomization
 from .segment import Segmentation, grabcut
 
 __all__ = ["Unit", "TargetLike", "to_map", "vanilla_gradient", "guided_backprop", "deconvnet", "smoothgrad",
@@ -22,4 +23,6 @@ __all__ = ["Unit", "TargetLike", "to_map", "vanilla_gradient", "guided_backprop"
            "Segmentation", "grabcut",
            # the CAM family and any target
            "CAMS", "CAM_METHODS", "class_activation_map", "grad_cam_pp", "xgrad_cam", "hires_cam", "layer_cam",
-           "score_cam", "ablation_cam", "eigen_cam", "OutputScore", "margin", "class_sum", "resolve_targets"]
+           "score_cam", "ablation_cam", "eigen_cam", "OutputScore", "margin", "class_sum", "resolve_targets",
+           # sanity checks
+           "SanityCheck", "cascading_randomization", "label_randomization"]
