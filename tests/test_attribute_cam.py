@@ -194,14 +194,14 @@ def test_agreement_with_torchcam_and_its_grad_cam_pp_bug(plain, xs):
                       (tc.ScoreCAM, "scorecam")):
         net = PixelNet(plain)
         with cls(net, target_layer="net.r1", input_shape=(3, 24, 32)) as ext:
-            out = net(xs)
+            out = net(xs.clone().requires_grad_(True))  # convlens freezes the weights while it runs the model
             theirs = ext(class_idx=T.tolist(), scores=out)[0]
         assert maxdiff(CAMS[name](plain, xs, T, layer="r1"), theirs) < 1e-5, name
     # torchcam's GradCAMpp divides a boolean-indexed copy in place (alpha[mask].div_(...)), so alpha stays g^2:
     # its weights are sum relu(g) g^2, not eq. 19
     net = PixelNet(plain)
     with tc.GradCAMpp(net, target_layer="net.r2", input_shape=(3, 24, 32)) as ext:
-        theirs = ext(class_idx=T.tolist(), scores=net(xs))[0]
+        theirs = ext(class_idx=T.tolist(), scores=net(xs.clone().requires_grad_(True)))[0]
     with convlens.Tap(plain, "r2", grads=True) as tap:
         plain(xs.clone().requires_grad_(True)).gather(1, T.view(-1, 1)).sum().backward()
         a, g = tap.outputs["r2"].detach(), tap.grads["r2"]

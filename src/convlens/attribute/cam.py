@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..core.taps import RuleReport
 from ..models.model import Model
 from ._common import (Resolved, TargetLike, check_batch, chunks, describe, resolve_targets, scores, take,
                       unit_layers)
@@ -421,10 +422,10 @@ def class_activation_map(model: Model, x: torch.Tensor, target: TargetLike = Non
 
 
 def guided_grad_cam(model: Model, x: torch.Tensor, target: TargetLike = None, *,
-                    layer: LayerSpec = None) -> torch.Tensor:
+                    layer: LayerSpec = None, report: RuleReport | None = None) -> torch.Tensor:
     """Guided Grad-CAM: guided backprop ``(N, 3, H, W)`` multiplied by the upsampled Grad-CAM map
-    (Selvaraju et al. 2017) -- class-discriminative and high-resolution. Returns ``(N, 3, H, W)``."""
+    (Selvaraju et al. 2017) -- class-discriminative and high-resolution. Returns ``(N, 3, H, W)``;
+    ``report`` as in :func:`~convlens.attribute.guided_backprop`."""
     x = check_batch(x)
     t = resolve_targets(model, x, target)
-    return guided_backprop(model, x, t) * grad_cam(model, x, t, layer=layer)[:, None]
-
+    return guided_backprop(model, x, t, report=report) * grad_cam(model, x, t, layer=layer)[:, None]
