@@ -12,7 +12,7 @@ import torch
 
 from ..core.taps import RuleReport
 from ..models.model import Model
-from ._common import TargetLike, check_batch, chunks, input_gradient, resolve_targets
+from ._common import TargetLike, check_batch, chunks, input_gradient, resolve_targets, take, tile
 
 __all__ = ["deconvnet", "guided_backprop", "integrated_gradients", "smoothgrad", "vanilla_gradient"]
 
@@ -70,11 +70,10 @@ def smoothgrad(model: Model, x: torch.Tensor, target: TargetLike = None, *, samp
     span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).clamp(min=1e-8).view(n, 1, 1, 1, 1)
     eps = torch.randn((samples, *x.shape), generator=generator, device="cpu").to(x.device, x.dtype)
     noisy = (x.unsqueeze(0) + noise * span.transpose(0, 1) * eps).flatten(0, 1)  # sample-major: (S*N, 3, H, W)
-    tt = t if not isinstance(t, torch.Tensor) else t.repeat(samples)
+    tt = tile(t, samples)
     total = torch.zeros_like(x)
     for sl in chunks(noisy.shape[0], batch_size):
-        part = tt if not isinstance(tt, torch.Tensor) else tt[sl]
-        g = input_gradient(model, noisy[sl], part, rule=rule, report=report)[0]
+        g = input_gradient(model, noisy[sl], take(tt, sl), rule=rule, report=report)[0]
         if squared:
             g = g * g
         idx = torch.arange(sl.start, sl.stop, device=x.device) % n
@@ -118,10 +117,9 @@ def integrated_gradients(model: Model, x: torch.Tensor, target: TargetLike = Non
     a = torch.tensor(alphas, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
     w = torch.tensor(weights, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
     points = (base.unsqueeze(0) + a * (x - base).unsqueeze(0)).flatten(0, 1)  # step-major: (S*N, 3, H, W)
-    tt = t if not isinstance(t, torch.Tensor) else t.repeat(steps)
+    tt = tile(t, steps)
     grads = torch.empty_like(points)
     for sl in chunks(points.shape[0], batch_size):
-        part = tt if not isinstance(tt, torch.Tensor) else tt[sl]
-        grads[sl] = input_gradient(model, points[sl], part)[0]
+        grads[sl] = input_gradient(model, points[sl], take(tt, sl))[0]
     total = (grads.view(steps, n, *x.shape[1:]) * w).sum(0)
     return total * (x - base)

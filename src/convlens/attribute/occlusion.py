@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.model import Model
-from ._common import TargetLike, Unit, check_batch, chunks, resolve_targets, scores
+from ._common import TargetLike, check_batch, chunks, resolve_targets, scores
 from ._incremental import IncrementalPlan
 
 __all__ = ["occlusion", "occlusion_windows", "FILLS"]
@@ -66,6 +66,7 @@ def occlusion(model: Model, x: torch.Tensor, target: TargetLike = None, *, windo
     Each pixel gets the mean drop ``score(x) - score(occluded)`` over the occluder positions that cover it
     (Zeiler & Fergus 2014; the same numbers as Captum's ``Occlusion``). ``score`` is ``prob`` (softmax
     probability of the target class) or ``logit``; a :class:`Unit` target scores that unit's activation.
+    An output score (a callable target) is scored on the logits, whatever ``score`` says.
     ``fill`` is ``zero`` (black), ``mean`` (the image's mean colour), ``blur``, a number, or a ``3 x h x w``
     patch shown at every position (the random patch of the empirical receptive field, Zhou et al. 2015).
     ``absolute`` records ``|score(x) - score(occluded)|``; ``starts`` ``(tops, lefts)`` replaces the raster of
@@ -104,8 +105,8 @@ def occlusion(model: Model, x: torch.Tensor, target: TargetLike = None, *, windo
         counts[y0:y1, x0:x1] += 1
     for i in range(n):
         xi, fi = x[i:i + 1], fills[i:i + 1]
-        unit = isinstance(t, Unit)
-        ti = t if unit else int(t[i])
+        unit = not isinstance(t, torch.Tensor)  # a unit or an output score: scored by scores()
+        ti = (t[i] if isinstance(t, tuple) else t) if unit else int(t[i])  # one image's target
         plan = None
         if incremental and not unit:
             plan = _plan(model, xi, fi, boxes, win)

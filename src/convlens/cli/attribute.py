@@ -218,3 +218,52 @@ def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window
                         title_text=f"{len(files)} images, {model.name}")
     save(fig, run.out / "curves.png")
     run.save({"images": len(files), "methods": table, "steps": steps, "skipped": skipped})
+
+
+@main.command("sanity-check")
+@click.argument("images", nargs=-1, required=True)
+@model_options("sanity-check")
+@click.option("--methods", default="gradient,guided,gradcam", show_default=True,
+              help="Comma-separated saliency methods to check.")
+@click.option("--limit", type=int, default=4, show_default=True, help="Use at most this many images (folders too).")
+@click.option("--groups", default=None, help="Parameter groups to randomise, output first [default: the model's "
+                                             "top-level blocks].")
+@click.option("--labels/--no-labels", "labels", default=False, show_default=True,
+              help="Also run label randomisation (trains a copy of the network on random labels).")
+@click.option("--train-steps", type=int, default=60, show_default=True, help="Label randomisation: training steps.")
+@click.option("--signed", is_flag=True, help="Compare signed maps instead of their absolute values.")
+def sanity_cmd(run, images: tuple[str, ...], methods: str, limit: int, groups: str | None, labels: bool,  # noqa: ANN001
+               train_steps: int, signed: bool) -> None:
+    """Sanity checks for saliency maps (Adebayo et al. 2018): cascading randomisation of the network's
+    parameters from the top down (and label randomisation): rank correlation and SSIM with the trained maps,
+    per layer; writes sanity.png, sanity_maps.png and result.json."""
+    from ..attribute.sanity import cascading_randomization, label_randomization
+    from ..show.attribution import sanity_figure, sanity_maps_figure
+
+    model = run.model
+    names = _methods(methods)
+    files: list[str] = []
+    for item in images:
+        files += [str(f) for f in list_images(item)] if Path(item).is_dir() else [item]
+    files = files[:limit]
+    if not files:
+        raise UserError("no images given")
+    x = model.load(files)
+    start = time.perf_counter()
+    res = cascading_randomization(model, x, names, seed=run.seed, absolute=not signed,
+                                  groups=[g.strip() for g in groups.split(",")] if groups else None)
+    click.echo(f"cascading randomisation: {len(res.steps) - 1} groups, {time.perf_counter() - start:.1f} s", err=True)
+    for m in names:
+        click.echo(f"{m:<16} spearman " + " ".join(f"{v:.2f}" for v in res.mean(m)), err=True)
+    save(sanity_figure(res, title_text=f"cascading randomisation, {model.name}, {len(files)} images"),
+         run.out / "sanity.png")
+    save(sanity_maps_figure(res, x[0]), run.out / "sanity_maps.png")
+    out = {"images": files, "cascading": res.to_dict(), "seconds": round(time.perf_counter() - start, 2)}
+    if labels:
+        lab = label_randomization(model, x, names, seed=run.seed, steps=train_steps, absolute=not signed)
+        click.echo(f"label randomisation: the copy fits {lab.parameters['fitted']:.0%} of the random labels", err=True)
+        for m in names:
+            click.echo(f"{m:<16} spearman {lab.mean(m)[1]:.2f}  ssim {lab.mean(m, 'ssim')[1]:.2f}", err=True)
+        save(sanity_maps_figure(lab, x[0], columns=2), run.out / "label_maps.png")
+        out["labels"] = lab.to_dict()
+    run.save({"sanity": out})
