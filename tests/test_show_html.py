@@ -192,7 +192,7 @@ def test_tour_sections_follow_the_lecture() -> None:
     keys = [s.key for s in tour_mod.SECTIONS]
     assert keys == ["model", "predictions", "weights", "last-layer", "activations", "correspondence", "directions",
                     "occlusion", "saliency",
-                    "grabcut", "visualize", "dream", "invert", "texture", "style", "fast-style", "fooling"]
+                    "grabcut", "slice", "visualize", "dream", "invert", "texture", "style", "fast-style", "fooling"]
     for s in tour_mod.SECTIONS:  # two sentences each ("et al." is no sentence end)
         assert len(re.split(r"(?<!\bal)\.\s+", s.explanation.strip())) == 2, s.key
 
