@@ -9,7 +9,7 @@ from typing import Union
 
 import torch
 
-from ..core.taps import Tap, backward_rule
+from ..core.taps import RuleReport, Tap, backward_rule
 from ..errors import UserError
 from ..models.model import Model
 
@@ -114,18 +114,24 @@ def scores(model: Model, x: torch.Tensor, target: torch.Tensor | Unit) -> torch.
     return logits.gather(1, target.view(-1, 1).to(logits.device))[:, 0]
 
 
-def rule_context(rule: str) -> contextlib.AbstractContextManager:
+def rule_context(rule: str, model: Model | None = None, *, strict: bool = True) -> contextlib.AbstractContextManager:
     """The backward-rule context (a no-op for the plain gradient, so vanilla pays no interception cost)."""
-    return contextlib.nullcontext() if rule == "gradient" else backward_rule(rule)
+    return contextlib.nullcontext() if rule == "gradient" else backward_rule(rule, model, strict=strict)
 
 
 def input_gradient(model: Model, x: torch.Tensor, target: torch.Tensor | Unit, *, rule: str = "gradient",
-                   create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``d objective / d pixels`` ``(N, 3, H, W)`` under ``rule``, and the objective values ``(N,)``."""
+                   create_graph: bool = False, report: RuleReport | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``d objective / d pixels`` ``(N, 3, H, W)`` under ``rule``, and the objective values ``(N,)``.
+
+    Under ``guided`` / ``deconv`` a class score whose pass changed no rectifier raises :class:`UserError` (a
+    unit below every rectifier is exempt: there the rule's answer is the gradient); ``report`` (if given)
+    accumulates how many rectifier calls the rule changed."""
     xg = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), rule_context(rule):
+    with torch.enable_grad(), rule_context(rule, model, strict=not isinstance(target, Unit)) as ctx:
         s = scores(model, xg, target)
         (g,) = torch.autograd.grad(s.sum(), xg, create_graph=create_graph)
+    if report is not None and ctx is not None:
+        report.merge(ctx.report)
     return g, s.detach()
 
 
