@@ -787,7 +787,7 @@ SECTIONS: tuple[Section, ...] = (
             "(Simonyan et al. 2014).",
             _sec_grabcut),
     Section("slice", "Accuracy by image attribute and corruption",
-            "Where does the network fail? Cutting a labelled set by image attributes (brightness, contrast, "
+            "This section asks where the network fails. Cutting a labelled set by image attributes (brightness, contrast, "
             "sharpness, the object's size) shows which kinds of photos it gets wrong (Russakovsky et al. 2015); "
             "corrupting the photos at growing severity shows how fast it breaks (Hendrycks & Dietterich 2019).",
             _sec_slice),
