@@ -62,7 +62,7 @@ def forward_scores(model: Model, *, layer: str | None = None, engine: str = "aut
         raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     want_ov = engine == "openvino" or (engine == "auto" and passes >= AUTO_MIN_PASSES and model.device.type == "cpu"
                                        and openvino_available())
-    read_layer = layer if layer is not None else model.layers.classifier()
+    read_layer = layer if layer is not None or not want_ov else model.layers.classifier()
     with torch.no_grad(), channels_last(model):
         eager = _eager(model, layer)
         if want_ov and read_layer is not None:
