@@ -16,15 +16,14 @@ import sys
 import time
 
 import torch
+from _common import SAMPLE, PixelNet
 
 import convlens
 from convlens.attribute import METHODS, deletion_insertion_many, saliency
 from convlens.attribute.occlusion import _filler
 
-from _common import SAMPLE, PixelNet
 
-
-def before(model, x, maps, target, steps, generator, batch_size=64):  # noqa: ANN001, ANN201
+def before(model, x, maps, target, steps, generator, batch_size=64):
     """The curves as convlens computed them before: one map at a time, every step image (end points too) run
     through eager PyTorch in batches of 64 -- kept here verbatim as the 'before' of the timing."""
     n, _, H, W = x.shape

@@ -17,7 +17,7 @@ def xs() -> torch.Tensor:
     return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
 
-def _reference(model, x, m, t, steps, generator):  # noqa: ANN001, ANN202
+def _reference(model, x, m, t, steps, generator):
     """Petsiuk et al.'s curves written plainly: one image per forward pass, rankings as in the library."""
     H, W = m.shape
     total = H * W

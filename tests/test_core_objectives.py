@@ -95,8 +95,10 @@ def test_hand_computed_values() -> None:
     assert torch.allclose(total_variation(beta=1)(rec), torch.tensor([3 * 0.5 / 9]), atol=1e-4)
     assert torch.allclose(l2()(rec), torch.tensor([0.125]))  # half the pixels are 0.5 away from grey
     assert torch.allclose(alpha_norm(4)(rec), torch.tensor([0.5 ** 4 / 2]))
-    f = torch.ones(1, 2, 1, 2)  # C=2, HW=2 -> F F^T = 2 everywhere, / (C*H*W=4)
-    assert torch.allclose(gram(f), torch.full((1, 2, 2), 0.5))
+    f = torch.ones(1, 2, 1, 2)  # C=2, HW=2 -> F F^T = 2 everywhere; / (H*W=2) by default, / (C*H*W=4) by size
+    assert torch.allclose(gram(f), torch.full((1, 2, 2), 1.0))
+    assert torch.allclose(gram(f, normalize="size"), torch.full((1, 2, 2), 0.5))
+    assert torch.allclose(gram(f, normalize="none"), torch.full((1, 2, 2), 2.0))
     assert feature_match("a", acts["a"][0])(rec)[0].item() == 0.0
 
 
@@ -138,3 +140,18 @@ def test_batched_equals_unbatched(tiny) -> None:
 def test_batch_target_length_is_checked(tiny) -> None:
     with pytest.raises(ValueError, match="2 targets for a batch of 3"):
         evaluate(tiny, class_logit([1, 2]), torch.rand(3, 3, 32, 32))
+
+
+def test_one_gram_for_the_whole_package() -> None:
+    import convlens
+    from convlens.synthesize import texture
+
+    assert convlens.gram is texture.gram is gram and texture.gram_loss is convlens.core.objectives.gram_loss
+    a, b = torch.randn(2, 4, 5, 5), torch.randn(4, 5, 5)
+    target = gram(b)[0]
+    rec = Recorded({"l": a})
+    scaled = gram_match("l", target, scale="target")(rec)
+    expected = (gram(a) - target).pow(2).sum((1, 2)) / target.pow(2).sum()
+    assert torch.allclose(scaled, expected)
+    with pytest.raises(ValueError):
+        gram(a, normalize="paper")

@@ -21,9 +21,13 @@ from .read import (activation_maps, conv_filters, embed, empirical_receptive_fie
 from .read import DeadUnits, Histogram, PooledFeatures, TopK
 from .attribute import (Unit, deconvnet, deletion_insertion, grabcut, grad_cam, guided_backprop, guided_grad_cam,
                         integrated_gradients, occlusion, saliency, smoothgrad, vanilla_gradient)
+from .attribute import (ablation_cam, class_activation_map, class_sum, eigen_cam, grad_cam_pp, hires_cam, layer_cam,
+                        margin, score_cam, xgrad_cam)
+from .attribute import cascading_randomization, label_randomization
 from .synthesize import (apply_fast_style, dream, invert, load_fast_style, multifaceted, style_transfer,
                          synthesize_texture, train_fast_style, visualize_class, visualize_unit)
 from .adversarial import attack, fgsm, fool, ifgsm, pgd, transfer, universal_perturbation
+from .study import corrupt, slice_accuracy
 
 __version__ = "0.1.0"
 
@@ -42,6 +46,8 @@ __all__ = [
     # attribute
     "Unit", "saliency", "vanilla_gradient", "guided_backprop", "deconvnet", "smoothgrad", "integrated_gradients",
     "grad_cam", "guided_grad_cam", "occlusion", "grabcut", "deletion_insertion",
+    "class_activation_map", "grad_cam_pp", "xgrad_cam", "hires_cam", "layer_cam", "score_cam", "ablation_cam",
+    "eigen_cam", "margin", "class_sum", "cascading_randomization", "label_randomization",
     # synthesize
     "visualize_class", "visualize_unit", "multifaceted", "dream", "invert", "synthesize_texture", "style_transfer",
     "train_fast_style", "apply_fast_style", "load_fast_style",
@@ -49,6 +55,8 @@ __all__ = [
     "fool", "fgsm", "ifgsm", "pgd", "attack", "transfer", "universal_perturbation",
     # show
     "run_tour", "build_microscope",
+    # study
+    "slice_accuracy", "corrupt", "human_report",
 ]
 
 
@@ -56,6 +64,9 @@ def __getattr__(name: str):  # noqa: ANN202 -- the HTML side imports Jinja2 only
     if name == "run_tour":
         from .show.tour import run_tour
         return run_tour
+    if name == "human_report":  # Flask is an optional extra; the report itself does not need it
+        from .study.human import human_report
+        return human_report
     if name == "build_microscope":
         from .show.microscope import build_microscope
         return build_microscope

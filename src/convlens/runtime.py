@@ -9,11 +9,13 @@ at import.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import sys
+from collections.abc import Iterator
 
-__all__ = ["tune_allocator"]
+__all__ = ["tune_allocator", "private_rng"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -35,3 +37,17 @@ def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 31)
         return False
     _done = bool(ok)
     return _done
+
+
+@contextlib.contextmanager
+def private_rng(seed: int) -> Iterator[None]:
+    """Run code that draws from torch's global generator (weight init, ``svd_lowrank``) on a private copy seeded
+    with ``seed``: the caller's CPU (and, once initialised, CUDA) RNG state is restored on exit, so a library call
+    never changes what the caller's next random draw is."""
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() \
+        else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

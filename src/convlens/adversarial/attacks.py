@@ -70,21 +70,38 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Gener
     return project(x + eps * radius * direction, x, eps, norm)
 
 
-def _iterate(model: Model | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, eps: float,
-             alpha: float, steps: int, norm: str, targeted: bool, start: torch.Tensor, early_stop: bool) -> torch.Tensor:
+def _iterate(model: Model | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
+             eps: float | None, alpha: float, steps: int, norm: str, targeted: bool, start: torch.Tensor,
+             early_stop: bool, reached: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+             record: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+             final_check: bool = False) -> torch.Tensor:
+    """The one iterative attack loop (I-FGSM, PGD and :func:`~convlens.adversarial.fool` are settings of it).
+
+    Each step computes the attack loss's gradient on the still-active images, drops those that ``reached`` their
+    goal (default: misclassified, or classified as the target when ``targeted``) when ``early_stop``, and moves
+    the rest by ``alpha`` projected onto the eps-ball (``eps=None``: only the [0, 1] box). ``record(step,
+    active, logits)`` sees every evaluation; ``final_check`` evaluates once more after the last step.
+    """
+    goal = reached or (lambda logits, ya: _reached(logits, ya, targeted))
     adv = start.clone()
     active = torch.arange(x.shape[0], device=x.device)
-    for _ in range(steps):
+    for step in range(steps):
         if active.numel() == 0:
             break
         xa, x0, ya = adv[active], x[active], y[active]
         logits, grad = _loss_grad(model, xa, ya, targeted)
+        if record is not None:
+            record(step, active, logits)
         if early_stop:
-            keep = ~_reached(logits, ya, targeted)
+            keep = ~goal(logits, ya)
             active, xa, x0, grad = active[keep], xa[keep], x0[keep], grad[keep]
             if active.numel() == 0:
                 break
         adv[active] = project(xa + _step(grad, alpha, norm), x0, eps, norm)
+    else:
+        if final_check and active.numel() and record is not None:
+            with torch.no_grad():
+                record(steps, active, model(adv[active]))
     return adv
 
 

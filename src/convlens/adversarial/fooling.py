@@ -15,7 +15,8 @@ import torch
 from ..core.objectives import Recorded, class_logprob
 from ..errors import UserError
 from ..models.model import Model, Prediction
-from .ball import check_norm, norms, project
+from .attacks import _iterate
+from .ball import check_norm, norms
 
 __all__ = ["FoolResult", "fool"]
 
@@ -80,32 +81,25 @@ def fool(model: Model, x: torch.Tensor, target: int | torch.Tensor, *, eps: floa
         p0 = model(x).float().softmax(1)
     original = [Prediction(int(i), model.label(int(i)), float(p0[k, i])) for k, i in enumerate(p0.argmax(1))]
 
-    adv = x.clone()
     steps = torch.full((n,), max_steps, dtype=torch.long)
     success = torch.zeros(n, dtype=torch.bool)
     history = torch.full((max_steps + 1, n), float("nan"))
-    active = torch.arange(n, device=x.device)
-    for step in range(max_steps + 1):
-        xa = adv[active].requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(xa).float()
-            logp = class_logprob(t[active].tolist())(Recorded(logits=logits))  # the core's objective
-            grad = torch.autograd.grad(logp.sum(), xa)[0] if step < max_steps else None
-        prob = logp.detach().exp()
-        history[step, active.cpu()] = prob.cpu()
-        reached = (logits.detach().argmax(1) == t[active]) & (prob >= confidence)
-        done = active[reached].cpu()
+
+    def goal(logits: torch.Tensor, ta: torch.Tensor) -> torch.Tensor:
+        logp = class_logprob(ta.tolist())(Recorded(logits=logits.float()))  # the core's objective
+        return (logits.argmax(1) == ta) & (logp.exp() >= confidence)
+
+    def record(step: int, active: torch.Tensor, logits: torch.Tensor) -> None:
+        ta = t[active]
+        logp = class_logprob(ta.tolist())(Recorded(logits=logits.float()))
+        history[step, active.cpu()] = logp.exp().cpu()
+        done = active[(logits.argmax(1) == ta) & (logp.exp() >= confidence)].cpu()
         steps[done] = step
         success[done] = True
-        active = active[~reached]
-        if active.numel() == 0 or grad is None:
-            break
-        g = grad[~reached]
-        if norm == "linf":
-            move = alpha * g.sign()
-        else:
-            move = alpha * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        adv[active] = project(adv[active] + move, x[active], eps, norm)
+
+    # ascending log p(target) is descending the targeted attack's cross-entropy: the attack loop, stopped at the goal
+    adv = _iterate(model, x, t, eps=eps, alpha=alpha, steps=max_steps, norm=norm, targeted=True, start=x.clone(),
+                   early_stop=True, reached=goal, record=record, final_check=True)
     with torch.no_grad():
         p1 = model(adv).float().softmax(1)
     targets = [Prediction(int(c), model.label(int(c)), float(p1[k, c])) for k, c in enumerate(t)]

@@ -20,7 +20,7 @@ from ..core.taps import Tap
 from ..errors import UserError
 from ..models.model import Model
 
-__all__ = ["forward_scores", "AUTO_MIN_PASSES"]
+__all__ = ["AUTO_MIN_PASSES", "forward_scores"]
 
 AUTO_MIN_PASSES = 100  # below this many forward passes, compiling costs more than it saves
 
@@ -68,7 +68,7 @@ def forward_scores(model: Model, *, layer: str | None = None, engine: str = "aut
         if want_ov and read_layer is not None:
             with open_reader(model, [read_layer], engine=engine) as reader:
                 if reader.engine == "openvino":
-                    fn: ForwardFn = lambda x: reader(x)[read_layer]  # noqa: E731
+                    fn: ForwardFn = lambda x: reader(x)[read_layer]
                     if _agrees(fn, eager, check, strict=engine == "openvino"):
                         yield _Forward(fn, "openvino")
                         return

@@ -24,7 +24,7 @@ from ..images import IMAGE_SUFFIXES, load_image
 from ..models.model import Model
 from .folder import FolderSaliency, crop_box, saliency_folder
 
-__all__ = ["AuditItem", "SaliencyAudit", "audit_saliency", "object_share", "center_prior", "read_boxes"]
+__all__ = ["AuditItem", "SaliencyAudit", "audit_saliency", "center_prior", "object_share", "read_boxes"]
 
 MASK_SOURCES = ("masks", "boxes", "segment")
 
@@ -132,7 +132,7 @@ class SaliencyAudit:
         conc = np.array([i.concentration for i in self.items if not math.isnan(i.inside)])
         if not len(b):
             return {"images": 0}
-        return {"images": int(len(b)), "mean": float(b.mean()), "median": float(np.median(b)),
+        return {"images": len(b), "mean": float(b.mean()), "median": float(np.median(b)),
                 "p10": float(np.percentile(b, 10)), "p90": float(np.percentile(b, 90)),
                 "mostly_background": float((b > 0.5).mean()), "favours_background": float((conc < 1).mean())}
 

@@ -26,8 +26,17 @@ from ..errors import UserError
 from ..images import list_images, load_image
 from ..models.model import Model
 
-__all__ = ["FolderItem", "FolderSaliency", "saliency_folder", "model_fingerprint", "output_stem", "crop_box",
-           "ModelComparison", "compare_maps", "spearman"]
+__all__ = [
+    "FolderItem",
+    "FolderSaliency",
+    "ModelComparison",
+    "compare_maps",
+    "crop_box",
+    "model_fingerprint",
+    "output_stem",
+    "saliency_folder",
+    "spearman",
+]
 
 RANDOM = ("random", "smoothgrad", "rise")  # methods that draw random numbers: their maps depend on the seed
 CODE_VERSION = "1"  # bump when a method's numbers change, so stored maps are redone

@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..core.taps import RuleReport
 from ..models.model import Model
-from ._common import TargetLike, check_batch, chunks, input_gradient, resolve_targets
+from ._common import TargetLike, check_batch, chunks, input_gradient, resolve_targets, take, tile
 
-__all__ = ["vanilla_gradient", "guided_backprop", "deconvnet", "smoothgrad", "integrated_gradients"]
+__all__ = ["deconvnet", "guided_backprop", "integrated_gradients", "smoothgrad", "vanilla_gradient"]
 
 
 def vanilla_gradient(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
@@ -26,44 +27,53 @@ def vanilla_gradient(model: Model, x: torch.Tensor, target: TargetLike = None) -
     return input_gradient(model, x, resolve_targets(model, x, target))[0]
 
 
-def guided_backprop(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
-    """Guided backpropagation (Springenberg et al. 2015): at every rectifier (ReLU, ReLU6, hardtanh; module or
-    functional, in-place or not) only positive gradient passes, and only where the forward input passed.
+def guided_backprop(model: Model, x: torch.Tensor, target: TargetLike = None, *,
+                    report: RuleReport | None = None) -> torch.Tensor:
+    """Guided backpropagation (Springenberg et al. 2015): at every rectifier only positive gradient passes, and
+    only where the forward input passed -- for ReLU, ReLU6, hardtanh exactly the paper's rule; for SiLU, GELU,
+    Hardswish, Mish, the leaky and exponential units, Softplus and Hardsigmoid the positive part of the local
+    slope times the positive part of the incoming gradient (see :mod:`convlens.core.taps`). Modules or
+    functional, in-place or not, timm's own activation layers included.
 
     ``target`` may be a class per image or a :class:`Unit` -- a channel or one neuron of any layer, whose
-    gradient is set to one and everything else to zero. Returns ``(N, 3, H, W)``.
+    gradient is set to one and everything else to zero. Returns ``(N, 3, H, W)``. ``report`` (a
+    :class:`~convlens.core.taps.RuleReport`) receives the number of rectifier calls changed; a network in which
+    none was changed raises :class:`UserError` rather than return the plain gradient.
     """
     x = check_batch(x)
-    return input_gradient(model, x, resolve_targets(model, x, target), rule="guided")[0]
+    return input_gradient(model, x, resolve_targets(model, x, target), rule="guided", report=report)[0]
 
 
-def deconvnet(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
-    """DeconvNet (Zeiler & Fergus 2014): rectifiers pass the positive part of the incoming gradient,
-    whatever their forward input was. Targets as in :func:`guided_backprop`. Returns ``(N, 3, H, W)``."""
+def deconvnet(model: Model, x: torch.Tensor, target: TargetLike = None, *,
+              report: RuleReport | None = None) -> torch.Tensor:
+    """DeconvNet (Zeiler & Fergus 2014): rectifiers pass the positive part of the incoming gradient (times the
+    slope of their passing part), whatever their forward input was. Targets and ``report`` as in
+    :func:`guided_backprop`. Returns ``(N, 3, H, W)``."""
     x = check_batch(x)
-    return input_gradient(model, x, resolve_targets(model, x, target), rule="deconv")[0]
+    return input_gradient(model, x, resolve_targets(model, x, target), rule="deconv", report=report)[0]
 
 
 def smoothgrad(model: Model, x: torch.Tensor, target: TargetLike = None, *, samples: int = 25,
                noise: float = 0.15, rule: str = "gradient", squared: bool = False, batch_size: int = 32,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, report: RuleReport | None = None) -> torch.Tensor:
     """SmoothGrad (Smilkov et al. 2017): the gradient averaged over ``samples`` noisy copies of each image.
 
     The noise is Gaussian with ``sigma = noise * (max - min)`` of each image (the paper's 10-20 %); ``rule``
     smooths guided backprop or DeconvNet instead; ``squared`` averages squared gradients (SmoothGrad-SQ).
     Noisy copies of all images run together in batches of ``batch_size``. Returns ``(N, 3, H, W)``.
     """
+    if samples < 1:
+        raise ValueError(f"smoothgrad needs at least 1 sample, got {samples}")
     x = check_batch(x)
     t = resolve_targets(model, x, target)
     n = x.shape[0]
     span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).clamp(min=1e-8).view(n, 1, 1, 1, 1)
     eps = torch.randn((samples, *x.shape), generator=generator, device="cpu").to(x.device, x.dtype)
     noisy = (x.unsqueeze(0) + noise * span.transpose(0, 1) * eps).flatten(0, 1)  # sample-major: (S*N, 3, H, W)
-    tt = t if not isinstance(t, torch.Tensor) else t.repeat(samples)
+    tt = tile(t, samples)
     total = torch.zeros_like(x)
     for sl in chunks(noisy.shape[0], batch_size):
-        part = tt if not isinstance(tt, torch.Tensor) else tt[sl]
-        g = input_gradient(model, noisy[sl], part, rule=rule)[0]
+        g = input_gradient(model, noisy[sl], take(tt, sl), rule=rule, report=report)[0]
         if squared:
             g = g * g
         idx = torch.arange(sl.start, sl.stop, device=x.device) % n
@@ -97,6 +107,8 @@ def integrated_gradients(model: Model, x: torch.Tensor, target: TargetLike = Non
     in batches of ``batch_size``. Returns ``(N, 3, H, W)``; its sum over pixels approximates
     ``score(x) - score(baseline)`` (completeness).
     """
+    if steps < 1:
+        raise ValueError(f"integrated gradients needs at least 1 step, got {steps}")
     x = check_batch(x)
     t = resolve_targets(model, x, target)
     n = x.shape[0]
@@ -105,10 +117,9 @@ def integrated_gradients(model: Model, x: torch.Tensor, target: TargetLike = Non
     a = torch.tensor(alphas, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
     w = torch.tensor(weights, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1, 1)
     points = (base.unsqueeze(0) + a * (x - base).unsqueeze(0)).flatten(0, 1)  # step-major: (S*N, 3, H, W)
-    tt = t if not isinstance(t, torch.Tensor) else t.repeat(steps)
+    tt = tile(t, steps)
     grads = torch.empty_like(points)
     for sl in chunks(points.shape[0], batch_size):
-        part = tt if not isinstance(tt, torch.Tensor) else tt[sl]
-        grads[sl] = input_gradient(model, points[sl], part)[0]
+        grads[sl] = input_gradient(model, points[sl], take(tt, sl))[0]
     total = (grads.view(steps, n, *x.shape[1:]) * w).sum(0)
     return total * (x - base)

@@ -9,12 +9,13 @@ import torch
 
 from ..errors import UserError, closest
 from ..models.model import Model
-from ._common import TargetLike, Unit, check_batch, to_map
-from .cam import grad_cam, guided_grad_cam
+from ._common import TargetLike, check_batch, to_map
+from .cam import (ablation_cam, eigen_cam, grad_cam, grad_cam_pp, guided_grad_cam, hires_cam, layer_cam, score_cam,
+                  xgrad_cam)
 from .gradients import deconvnet, guided_backprop, integrated_gradients, smoothgrad, vanilla_gradient
 from .occlusion import occlusion
 
-__all__ = ["METHODS", "CLASS_ONLY", "saliency", "edge_map", "random_map"]
+__all__ = ["METHODS", "CLASS_ONLY", "CAM_METHODS", "saliency", "edge_map", "random_map"]
 
 MapFn = Callable[..., torch.Tensor]
 
@@ -53,6 +54,13 @@ METHODS: dict[str, MapFn] = {
     "gradcam": grad_cam,
     "guided_gradcam": _gradient_map(guided_grad_cam),
     "occlusion": occlusion,
+    "gradcampp": grad_cam_pp,
+    "xgradcam": xgrad_cam,
+    "hirescam": hires_cam,
+    "layercam": layer_cam,
+    "scorecam": score_cam,
+    "ablationcam": ablation_cam,
+    "eigencam": eigen_cam,
 }
 """Saliency maps ``(N, H, W)`` by name; larger means more important for the target."""
 
@@ -60,7 +68,10 @@ from .rise import rise  # noqa: E402 -- RISE (Petsiuk et al. 2018), forward-only
 
 METHODS["rise"] = rise
 
-CLASS_ONLY = ("gradcam", "guided_gradcam")
+CLASS_ONLY: tuple[str, ...] = ()  # every method now explains any target (class, unit, output score)
+CAM_METHODS = ("gradcam", "guided_gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "scorecam",
+               "ablationcam", "eigencam")
+"""Methods that read one spatial layer (``layer=`` option: one name, several, or names separated by commas)."""
 BASELINES = ("random", "edge")
 
 
@@ -75,7 +86,4 @@ def saliency(model: Model, x: torch.Tensor, method: str, target: TargetLike = No
         hint = closest(method, list(METHODS) + list(BASELINES))
         raise UserError(f"unknown saliency method {method!r}; known: {', '.join(METHODS)}, random, edge"
                         + (f" (closest: {', '.join(hint)})" if hint else ""))
-    if method in CLASS_ONLY and isinstance(target, Unit):
-        raise UserError(f"{method} explains a class score; use gradient, deconvnet, guided, smoothgrad, "
-                        f"integrated or occlusion for a unit")
     return METHODS[method](model, x, target, **options)

@@ -20,8 +20,13 @@ from ._common import check_batch
 from ._forward import forward_scores
 from .occlusion import _filler
 
-__all__ = ["Faithfulness", "deletion_insertion", "deletion_insertion_many", "SaliencyEvaluation",
-           "evaluate_saliency"]
+__all__ = [
+    "Faithfulness",
+    "SaliencyEvaluation",
+    "deletion_insertion",
+    "deletion_insertion_many",
+    "evaluate_saliency",
+]
 
 
 @dataclass

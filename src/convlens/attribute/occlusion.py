@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..models.model import Model
-from ._common import TargetLike, Unit, check_batch, chunks, resolve_targets, scores
+from ._common import TargetLike, check_batch, chunks, resolve_targets, scores
 from ._incremental import IncrementalPlan
 
 __all__ = ["occlusion", "occlusion_windows", "FILLS"]
@@ -57,14 +58,19 @@ def _to_score(out: torch.Tensor, target: int, score: str) -> torch.Tensor:
 
 
 def occlusion(model: Model, x: torch.Tensor, target: TargetLike = None, *, window: int | tuple[int, int] = 32,
-              stride: int | tuple[int, int] = 8, fill: str | float = "zero", score: str = "prob",
-              batch_size: int = 64, incremental: bool = True) -> torch.Tensor:
+              stride: int | tuple[int, int] = 8, fill: str | float | torch.Tensor = "zero", score: str = "prob",
+              batch_size: int = 64, incremental: bool = True, absolute: bool = False,
+              starts: tuple[Sequence[int], Sequence[int]] | None = None) -> torch.Tensor:
     """Occlusion maps: slide a ``window`` occluder every ``stride`` pixels and record how much the target drops.
 
     Each pixel gets the mean drop ``score(x) - score(occluded)`` over the occluder positions that cover it
     (Zeiler & Fergus 2014; the same numbers as Captum's ``Occlusion``). ``score`` is ``prob`` (softmax
     probability of the target class) or ``logit``; a :class:`Unit` target scores that unit's activation.
-    ``fill`` is ``zero`` (black), ``mean`` (the image's mean colour), ``blur`` or a number.
+    An output score (a callable target) is scored on the logits, whatever ``score`` says.
+    ``fill`` is ``zero`` (black), ``mean`` (the image's mean colour), ``blur``, a number, or a ``3 x h x w``
+    patch shown at every position (the random patch of the empirical receptive field, Zhou et al. 2015).
+    ``absolute`` records ``|score(x) - score(occluded)|``; ``starts`` ``(tops, lefts)`` replaces the raster of
+    occluder positions (pixels no occluder covers get 0).
     Occluded copies are evaluated ``batch_size`` at a time; with ``incremental`` (class targets) the early
     layers recompute only the region each occluder reaches (Nakandala et al. 2019, "Krypton") -- exact, and
     several times cheaper in those layers. Returns ``(N, H, W)``; positive means the region supports the target.
@@ -79,18 +85,28 @@ def occlusion(model: Model, x: torch.Tensor, target: TargetLike = None, *, windo
     win = (min(win[0], H), min(win[1], W))
     if min(win) < 1 or min(st) < 1:
         raise ValueError(f"window and stride must be positive, got {window} and {stride}")
-    if (H > win[0] and st[0] > win[0]) or (W > win[1] and st[1] > win[1]):
+    if starts is None and ((H > win[0] and st[0] > win[0]) or (W > win[1] and st[1] > win[1])):
         raise ValueError(f"stride {st} larger than the window {win} would leave pixels unoccluded")
-    boxes = occlusion_windows(H, W, win, st)
-    fills = _filler(x, fill)
+    if starts is None:
+        boxes = occlusion_windows(H, W, win, st)
+    else:
+        boxes = [(int(t0), int(l0), min(H, int(t0) + win[0]), min(W, int(l0) + win[1]))
+                 for t0 in starts[0] for l0 in starts[1]]
+    patch = fill if isinstance(fill, torch.Tensor) else None
+    if patch is not None:
+        if patch.dim() != 3 or patch.shape[0] != 3 or tuple(patch.shape[1:]) < win:
+            raise ValueError(f"a fill patch must be 3 x h x w with h, w >= the window {win}, got {tuple(patch.shape)}")
+        patch = patch.to(x.device, x.dtype)
+        incremental = False
+    fills = _filler(x, "zero" if patch is not None else fill)
     maps = torch.zeros(n, H, W, dtype=x.dtype, device=x.device)
     counts = torch.zeros(H, W, dtype=x.dtype, device=x.device)
     for (y0, x0, y1, x1) in boxes:
         counts[y0:y1, x0:x1] += 1
     for i in range(n):
         xi, fi = x[i:i + 1], fills[i:i + 1]
-        unit = isinstance(t, Unit)
-        ti = t if unit else int(t[i])
+        unit = not isinstance(t, torch.Tensor)  # a unit or an output score: scored by scores()
+        ti = (t[i] if isinstance(t, tuple) else t) if unit else int(t[i])  # one image's target
         plan = None
         if incremental and not unit:
             plan = _plan(model, xi, fi, boxes, win)
@@ -104,11 +120,13 @@ def occlusion(model: Model, x: torch.Tensor, target: TargetLike = None, *, windo
                 else:
                     batch = xi.expand(len(part), -1, -1, -1).clone()
                     for b, (y0, x0, y1, x1) in enumerate(part):
-                        batch[b, :, y0:y1, x0:x1] = fi[0, :, y0:y1, x0:x1]
+                        batch[b, :, y0:y1, x0:x1] = fi[0, :, y0:y1, x0:x1] if patch is None else \
+                            patch[:, :y1 - y0, :x1 - x0]
                     s = scores(model, batch, ti) if unit else _to_score(model(batch), ti, score)
+                drop = (base - s).abs() if absolute else base - s
                 for b, (y0, x0, y1, x1) in enumerate(part):
-                    maps[i, y0:y1, x0:x1] += base - s[b]
-    return maps / counts
+                    maps[i, y0:y1, x0:x1] += drop[b]
+    return maps / counts.clamp(min=1)
 
 
 def _patches(xi: torch.Tensor, fi: torch.Tensor, boxes: list[tuple[int, int, int, int]], win: tuple[int, int]

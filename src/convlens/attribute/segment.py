@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ._common import check_batch
 
 __all__ = ["Segmentation", "grabcut"]
@@ -39,7 +40,9 @@ def grabcut(x: torch.Tensor, maps: torch.Tensor, *, foreground: float = 0.95, pr
     if maps.shape != (x.shape[0], *x.shape[-2:]):
         raise ValueError(f"expected maps of shape {(x.shape[0], *x.shape[-2:])}, got {tuple(maps.shape)}")
     out = []
-    for img, sal in zip(x, maps):
+    for i, (img, sal) in enumerate(zip(x, maps)):
+        if not torch.isfinite(sal).all():
+            raise UserError(f"saliency map {i} has NaN or infinite values; GrabCut needs a finite map")
         rgb = (img.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         bgr = np.ascontiguousarray(rgb[..., ::-1])
         s = sal.detach().float().cpu().numpy()
@@ -50,6 +53,10 @@ def grabcut(x: torch.Tensor, maps: torch.Tensor, *, foreground: float = 0.95, pr
         mask[s >= q_pr] = cv2.GC_PR_FGD
         mask[s >= q_fg] = cv2.GC_FGD
         mask[s <= q_bg] = cv2.GC_BGD
+        fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+        if not fg.any() or fg.all() or not q_fg > q_bg:
+            raise UserError(f"saliency map {i} is flat (values {float(s.min()):.3g} to {float(s.max()):.3g}): "
+                            f"GrabCut needs a map that ranks some pixels above others to seed it")
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         cv2.setRNGSeed(0)
         cv2.grabCut(bgr, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)

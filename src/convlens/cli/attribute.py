@@ -7,17 +7,18 @@ from pathlib import Path
 
 import click
 import numpy as np
-import torch
 
-from ..attribute import METHODS, Unit, deletion_insertion, grabcut, saliency
+from ..attribute import METHODS, Unit, grabcut, saliency
 from ..attribute._common import resolve_targets
 from ..attribute.cam import guided_grad_cam
 from ..attribute.gradients import guided_backprop
+from ..core.taps import RuleReport
 from ..errors import UserError
-from ..images import list_images
+from ..images import list_images, read_images
+from ..results import atomic_write, save_array, save_image
 from ..show.attribution import curves_figure, mask_figure, saliency_figure
 from ..show.figures import save
-from .common import main, model_options
+from .common import COUNT, main, model_options
 
 RAW = {"guided": guided_backprop, "guided_gradcam": guided_grad_cam}  # shown in colour
 ALL = list(METHODS)
@@ -32,7 +33,7 @@ def _methods(text: str, *, baselines: bool = False) -> list[str]:
     return names
 
 
-def _options(method: str, run, samples: int, steps: int, window: int, stride: int, layer: str | None,  # noqa: ANN001
+def _options(method: str, run, samples: int, steps: int, window: int, stride: int, layer: str | None,
              masks: int = 2000) -> dict:
     if method == "smoothgrad":
         return {"samples": samples, "generator": run.generator()}
@@ -40,14 +41,23 @@ def _options(method: str, run, samples: int, steps: int, window: int, stride: in
         return {"steps": steps}
     if method == "occlusion":
         return {"window": window, "stride": stride}
+    opts: dict = {}
     if method == "rise":
         return {"masks": masks, "generator": run.generator()}
+    if method in ("deconvnet", "guided", "guided_gradcam"):  # result.json: how many rectifier calls the rule changed
+        opts["report"] = RuleReport("deconv" if method == "deconvnet" else "guided")
     if method in ("gradcam", "guided_gradcam") and layer:
-        return {"layer": layer}
-    return {}
+        opts["layer"] = layer
+    return opts
 
 
-def _crop_info(model) -> dict:  # noqa: ANN001
+def _check_occluder(names: list[str], window: int, stride: int) -> None:
+    if "occlusion" in names and stride > window:
+        raise UserError(f"--stride {stride} is larger than --window {window}: pixels between the occluders "
+                        f"would never be covered")
+
+
+def _crop_info(model) -> dict:
     p = model.preprocess
     return {"size": list(p.size), "resize_shorter_side": p.resize, "center_crop": True,
             "interpolation": p.interpolation}
@@ -62,10 +72,10 @@ def _crop_info(model) -> dict:  # noqa: ANN001
 @click.option("--target", default=None, help="Class index or name to explain [default: the predicted class].")
 @click.option("--unit", default=None, help="Explain a unit instead: LAYER:CHANNEL or LAYER:CHANNEL:Y:X.")
 @click.option("--compare", is_flag=True, help="Maps for the top-2 classes side by side (bias check).")
-@click.option("--samples", type=int, default=25, show_default=True, help="SmoothGrad noisy samples.")
-@click.option("--steps", type=int, default=50, show_default=True, help="Integrated-gradients steps.")
-@click.option("--window", type=int, default=32, show_default=True, help="Occluder side in pixels.")
-@click.option("--stride", type=int, default=8, show_default=True, help="Occluder stride in pixels.")
+@click.option("--samples", type=COUNT, default=25, show_default=True, help="SmoothGrad noisy samples.")
+@click.option("--steps", type=COUNT, default=50, show_default=True, help="Integrated-gradients steps.")
+@click.option("--window", type=COUNT, default=32, show_default=True, help="Occluder side in pixels.")
+@click.option("--stride", type=COUNT, default=8, show_default=True, help="Occluder stride in pixels.")
 @click.option("--layer", default=None, help="Grad-CAM layer [default: the last spatial layer].")
 @click.option("--masks", "rise_masks", type=int, default=2000, show_default=True, help="RISE random masks.")
 @click.option("--compare-model", default=None,
@@ -74,7 +84,7 @@ def _crop_info(model) -> dict:  # noqa: ANN001
 @click.option("--fresh", is_flag=True, help="Folder only: recompute every map (default: reuse maps whose model, "
                                            "method, options and class are unchanged).")
 @click.option("--cell", type=int, default=180, show_default=True, help="Folder only: contact-sheet cell side.")
-def saliency_cmd(run, image: str, method: str | None, target: str | None, unit: str | None,  # noqa: ANN001
+def saliency_cmd(run, image: str, method: str | None, target: str | None, unit: str | None,
                  compare: bool, samples: int, steps: int, window: int, stride: int, layer: str | None,
                  rise_masks: int, compare_model: str | None, batch_size: int, fresh: bool, cell: int) -> None:
     """Which pixels matter: saliency maps of one image or of every image of a folder (gradient, DeconvNet, guided
@@ -91,6 +101,7 @@ def saliency_cmd(run, image: str, method: str | None, target: str | None, unit: 
         raise UserError("--compare-model compares two models over a folder: give a folder")
     model = run.model
     names = _methods(method or "all")
+    _check_occluder(names, window, stride)
     if unit and (target or compare):
         raise UserError("--unit explains a unit; it cannot be combined with --target or --compare")
     x = model.load(image)
@@ -120,7 +131,7 @@ def saliency_cmd(run, image: str, method: str | None, target: str | None, unit: 
                 if name in RAW else None
             suffix = "" if len(targets) == 1 else f"_top{ti + 1}"
             path = run.out / f"{name}{suffix}.npy"
-            np.save(path, m.detach().cpu().numpy().astype(np.float32))
+            save_array(path, m.detach().cpu().numpy().astype(np.float32))
             entry["methods"][name] = {"map": path.name, "seconds": round(seconds, 4), "shape": list(m.shape),
                                       **{k: v for k, v in opts.items() if k != "generator"}}
             panels.append((name, m, raw))
@@ -143,7 +154,7 @@ def saliency_cmd(run, image: str, method: str | None, target: str | None, unit: 
 @model_options("segment")
 @click.option("--method", default="gradcam", show_default=True, help="Saliency method that seeds GrabCut.")
 @click.option("--target", default=None, help="Class index or name [default: the predicted class].")
-def segment_cmd(run, image: str, method: str, target: str | None) -> None:  # noqa: ANN001
+def segment_cmd(run, image: str, method: str, target: str | None) -> None:
     """Segment the object without labels: GrabCut seeded by a saliency map; writes mask.png and cutout.png."""
     from PIL import Image
 
@@ -155,17 +166,17 @@ def segment_cmd(run, image: str, method: str, target: str | None) -> None:  # no
     m = saliency(model, x, method, t)
     seg = grabcut(x, m)
     mask = seg.masks[0].numpy()
-    Image.fromarray((mask * 255).astype(np.uint8)).save(run.out / "mask.png")
+    save_image(Image.fromarray((mask * 255).astype(np.uint8)), run.out / "mask.png")
     save(model.preprocess.to_image(seg.cutout(x)[0]), run.out / "cutout.png")
     save(mask_figure(x[0], m[0], mask, title_text=f"{model.label(t)} ({t})"), run.out / "segment.png")
-    np.save(run.out / f"{method}.npy", m[0].cpu().numpy().astype(np.float32))
+    save_array(run.out / f"{method}.npy", m[0].cpu().numpy().astype(np.float32))
     click.echo(f"mask covers {float(seg.area[0]):.1%} of the image", err=True)
     run.save({"segment": {"image": str(image), "crop": _crop_info(model), "method": method, "target": t,
                           "label": model.label(t), "probability": float(probs[t]), "area": float(seg.area[0]),
                           "mask": "mask.png", "cutout": "cutout.png"}})
 
 
-def _saliency_folder(run, folder: str, names: list[str], target: str | None, samples: int, steps: int,  # noqa: ANN001
+def _saliency_folder(run, folder: str, names: list[str], target: str | None, samples: int, steps: int,
                      window: int, stride: int, layer: str | None, rise_masks: int, compare_model: str | None,
                      batch_size: int, fresh: bool, cell: int) -> None:
     """``convlens saliency DIR``: maps of every image, overlays, contact sheet; optionally a second model."""
@@ -183,7 +194,7 @@ def _saliency_folder(run, folder: str, names: list[str], target: str | None, sam
         raise UserError(f"no images in {folder}")
     t = model.class_index(target) if target is not None else None
     opts = {m: {k: v for k, v in _options(m, run, samples, steps, window, stride, layer, rise_masks).items()
-                if k != "generator"} for m in names}
+                if k not in ("generator", "report")} for m in names}
     with tqdm(total=len(files), desc=f"saliency {model.name}", unit="img") as bar:
         res = saliency_folder(model, folder, names, run.out, options=opts, target=t, batch_size=batch_size,
                               seed=run.seed, resume=not fresh, progress=bar.update)
@@ -269,7 +280,7 @@ def _safe(spec: str) -> str:
 @click.option("--top", type=int, default=12, show_default=True, help="Most background-reliant images shown.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Images per batch.")
 @click.option("--rise-masks", type=int, default=2000, show_default=True, help="RISE random masks.")
-def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | None, segment: bool,  # noqa: ANN001
+def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | None, segment: bool,
               segment_seed: str | None, top: int, batch_size: int, rise_masks: int) -> None:
     """Does the model look at the object or at the background? Share of saliency mass inside each image's object
     mask, over the folder and per predicted class, and the images that rely most on the background."""
@@ -285,7 +296,7 @@ def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | Non
     files = list_images(folder)
     if not files:
         raise UserError(f"no images in {folder}")
-    opts = {k: v for k, v in _options(method, run, 25, 50, 32, 8, None, rise_masks).items() if k != "generator"}
+    opts = {k: v for k, v in _options(method, run, 25, 50, 32, 8, None, rise_masks).items() if k not in ("generator", "report")}
     with tqdm(total=len(files), desc=f"saliency {method}", unit="img") as bar:
         res = audit_saliency(model, folder, run.out / "maps", method=method, masks=masks, boxes=boxes,
                              segment=segment, segment_seed=segment_seed, options=opts, batch_size=batch_size,
@@ -304,9 +315,8 @@ def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | Non
     with open(run.out / "per_class.md", "w") as fh:
         fh.write("| predicted class | images | saliency on background | background share of pixels | "
                  "concentration |\n|---|---|---|---|---|\n")
-        for r in classes:
-            fh.write(f"| {r['label']} ({r['class']}) | {r['images']} | {r['background']:.3f} | {1 - r['area']:.3f} | "
-                     f"{r['concentration']:.2f} |\n")
+        fh.writelines(f"| {r['label']} ({r['class']}) | {r['images']} | {r['background']:.3f} | {1 - r['area']:.3f} | "
+                     f"{r['concentration']:.2f} |\n" for r in classes)
     click.echo(f"{summary['images']} images: mean {summary['mean']:.1%} of saliency on the background, "
                f"{summary['mostly_background']:.0%} mostly on it; {len(res.missing)} without a mask", err=True)
     for r in classes[:5]:
@@ -325,14 +335,14 @@ def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | Non
 @model_options("evaluate-saliency")
 @click.option("--methods", default="gradient,guided,integrated,gradcam,occlusion,random,edge", show_default=True,
               help="Comma-separated methods (random and edge are the sanity floors), or all.")
-@click.option("--limit", type=int, default=50, show_default=True, help="Use at most this many images.")
-@click.option("--steps", type=int, default=50, show_default=True, help="Deletion / insertion steps.")
-@click.option("--window", type=int, default=32, show_default=True, help="Occluder side.")
-@click.option("--stride", type=int, default=8, show_default=True, help="Occluder stride.")
-@click.option("--masks", "rise_masks", type=int, default=2000, show_default=True, help="RISE random masks.")
+@click.option("--limit", type=COUNT, default=50, show_default=True, help="Use at most this many images.")
+@click.option("--steps", type=COUNT, default=50, show_default=True, help="Deletion / insertion steps.")
+@click.option("--window", type=COUNT, default=32, show_default=True, help="Occluder side.")
+@click.option("--stride", type=COUNT, default=8, show_default=True, help="Occluder stride.")
+@click.option("--masks", "rise_masks", type=COUNT, default=2000, show_default=True, help="RISE random masks.")
 @click.option("--engine", type=click.Choice(["auto", "openvino", "torch"]), default="auto", show_default=True,
               help="Forward engine of the curves (auto: OpenVINO when installed, checked against PyTorch).")
-def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window: int,  # noqa: ANN001
+def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window: int,
                  stride: int, rise_masks: int, engine: str) -> None:
     """Faithfulness of saliency methods on a folder of images: deletion / insertion AUC (Petsiuk et al. 2018)."""
     from tqdm import tqdm
@@ -344,10 +354,13 @@ def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window
     for b in ("random", "edge"):
         if b not in names:
             names.append(b)
+    _check_occluder(names, window, stride)
     files = list_images(dataset)[:limit]
     if not files:
         raise UserError(f"no images in {dataset}")
-    opts = {m: {k: v for k, v in _options(m, run, 25, 50, window, stride, None, rise_masks).items() if k != "generator"}
+    read = read_images(files, model.load)  # an unreadable or oversized file is skipped and listed
+    files, skipped = read.files, read.skipped_json()
+    opts = {m: {k: v for k, v in _options(m, run, 25, 50, window, stride, None, rise_masks).items() if k not in ("generator", "report")}
             for m in names}
     res = evaluate_saliency(model, files, names, steps=steps, options=opts, generator=run.generator(), engine=engine,
                             progress=lambda fs: tqdm(fs, desc="images", unit="img"))
@@ -356,7 +369,7 @@ def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window
     for name, r in table.items():
         click.echo(f"{name:<16} {r['deletion_auc']:>9.3f} {r['insertion_auc']:>9.3f} {r['seconds_per_image']:>7.2f}")
     click.echo(f"curves of all {len(names)} methods: {res.curve_seconds:.2f} s per image ({res.engine})")
-    with open(run.out / "table.md", "w") as fh:
+    with atomic_write(run.out / "table.md", "w") as fh:
         fh.write("| method | deletion AUC (lower is better) | insertion AUC (higher is better) | s / image |\n")
         fh.write("|---|---|---|---|\n")
         for name, r in table.items():
@@ -370,4 +383,53 @@ def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window
     run.save({"images": len(files), "methods": table, "steps": steps, "curve_seconds_per_image": res.curve_seconds,
               "engine": res.engine,
               "per_image": {m: {"deletion_auc": res.deletion_auc[m], "insertion_auc": res.insertion_auc[m]}
-                            for m in names}, "files": res.files})
+                            for m in names}, "files": res.files, "skipped": skipped})
+
+
+@main.command("sanity-check")
+@click.argument("images", nargs=-1, required=True)
+@model_options("sanity-check")
+@click.option("--methods", default="gradient,guided,gradcam", show_default=True,
+              help="Comma-separated saliency methods to check.")
+@click.option("--limit", type=int, default=4, show_default=True, help="Use at most this many images (folders too).")
+@click.option("--groups", default=None, help="Parameter groups to randomise, output first [default: the model's "
+                                             "top-level blocks].")
+@click.option("--labels/--no-labels", "labels", default=False, show_default=True,
+              help="Also run label randomisation (trains a copy of the network on random labels).")
+@click.option("--train-steps", type=int, default=60, show_default=True, help="Label randomisation: training steps.")
+@click.option("--signed", is_flag=True, help="Compare signed maps instead of their absolute values.")
+def sanity_cmd(run, images: tuple[str, ...], methods: str, limit: int, groups: str | None, labels: bool,
+               train_steps: int, signed: bool) -> None:
+    """Sanity checks for saliency maps (Adebayo et al. 2018): cascading randomisation of the network's
+    parameters from the top down (and label randomisation): rank correlation and SSIM with the trained maps,
+    per layer; writes sanity.png, sanity_maps.png and result.json."""
+    from ..attribute.sanity import cascading_randomization, label_randomization
+    from ..show.attribution import sanity_figure, sanity_maps_figure
+
+    model = run.model
+    names = _methods(methods)
+    files: list[str] = []
+    for item in images:
+        files += [str(f) for f in list_images(item)] if Path(item).is_dir() else [item]
+    files = files[:limit]
+    if not files:
+        raise UserError("no images given")
+    x = model.load(files)
+    start = time.perf_counter()
+    res = cascading_randomization(model, x, names, seed=run.seed, absolute=not signed,
+                                  groups=[g.strip() for g in groups.split(",")] if groups else None)
+    click.echo(f"cascading randomisation: {len(res.steps) - 1} groups, {time.perf_counter() - start:.1f} s", err=True)
+    for m in names:
+        click.echo(f"{m:<16} spearman " + " ".join(f"{v:.2f}" for v in res.mean(m)), err=True)
+    save(sanity_figure(res, title_text=f"cascading randomisation, {model.name}, {len(files)} images"),
+         run.out / "sanity.png")
+    save(sanity_maps_figure(res, x[0]), run.out / "sanity_maps.png")
+    out = {"images": files, "cascading": res.to_dict(), "seconds": round(time.perf_counter() - start, 2)}
+    if labels:
+        lab = label_randomization(model, x, names, seed=run.seed, steps=train_steps, absolute=not signed)
+        click.echo(f"label randomisation: the copy fits {lab.parameters['fitted']:.0%} of the random labels", err=True)
+        for m in names:
+            click.echo(f"{m:<16} spearman {lab.mean(m)[1]:.2f}  ssim {lab.mean(m, 'ssim')[1]:.2f}", err=True)
+        save(sanity_maps_figure(lab, x[0], columns=2), run.out / "label_maps.png")
+        out["labels"] = lab.to_dict()
+    run.save({"sanity": out})

@@ -26,7 +26,6 @@ OpenVINO is imported with its usage telemetry left out: convlens sends nothing a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 import time
@@ -41,7 +40,9 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..interrupts import deferred_interrupt
 from ..models.model import Model
+from .cache import cache_key
 from .taps import Tap
 
 __all__ = ["ENGINES", "LayerReader", "cache_root", "channels_last", "open_reader", "openvino_available"]
@@ -127,9 +128,17 @@ class _OpenVINOReader(LayerReader):
             x = torch.cat([x, x[-1:].expand(b - n % b, -1, -1, -1)])  # the last request is padded, then cut off
         pixels = x.numpy()
         self._results = [None] * (len(pixels) // b)
-        for i in range(len(self._results)):
-            self._queue.start_async(pixels[i * b:(i + 1) * b], i, share_inputs=True)
-        self._queue.wait_all()
+        # Ctrl-C while requests are in flight must wait for them: leaving OpenVINO's threads running into the
+        # interpreter's shutdown aborts the process ("FATAL: exception not rethrown") instead of exiting 130
+        with deferred_interrupt() as interrupt:
+            try:
+                for i in range(len(self._results)):
+                    if interrupt:
+                        break
+                    self._queue.start_async(pixels[i * b:(i + 1) * b], i, share_inputs=True)
+            finally:
+                self._queue.wait_all()
+        interrupt.check()
         return {name: torch.from_numpy(np.concatenate([r[j] for r in self._results])[:n])
                 for j, name in enumerate(self.layers)}
 
@@ -282,15 +291,8 @@ def _seconds(reader: LayerReader, x: torch.Tensor) -> float:
 def _cache_path(ov: Any, model: Model, layers: list[str]) -> Path:
     """Where the converted network lives in the disk cache: named by a hash of the weights, the architecture, the
     layers read, the preprocessing and the versions (files beside it share its stem)."""
-    pre = model.preprocess
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((ov.__version__, torch.__version__, layers, pre.size, pre.mean, pre.std,
-                        repr(model.module))).encode())
-    for name, t in model.module.state_dict().items():
-        digest.update(name.encode())
-        if t.numel():
-            digest.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())
-    return cache_root() / "openvino" / f"{digest.hexdigest()}.xml"
+    key = cache_key(model, "openvino", ov.__version__, torch.__version__, list(layers), length=32)
+    return cache_root() / "openvino" / f"{key}.xml"
 
 
 def _converted(ov: Any, model: Model, layers: list[str], path: Path) -> Any:

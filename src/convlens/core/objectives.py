@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 __all__ = ["Objective", "Recorded", "Sum", "class_logit", "class_logprob", "channel", "neuron", "layer_norm",
-           "layer_guide", "feature_match", "gram", "gram_match", "l2", "total_variation", "alpha_norm",
+           "layer_guide", "feature_match", "gram", "gram_loss", "gram_match", "l2", "total_variation", "alpha_norm",
            "ClassLogit", "ClassLogprob", "Channel", "Neuron", "LayerNorm", "LayerGuide", "FeatureMatch",
            "GramMatch", "L2", "TotalVariation", "AlphaNorm"]
 
@@ -337,22 +337,61 @@ def feature_match(layer: str, target: torch.Tensor) -> FeatureMatch:
     return FeatureMatch(layer, target)
 
 
-def gram(features: torch.Tensor) -> torch.Tensor:
-    """Gram matrix of features ``(N, C, H, W)`` -> ``(N, C, C)``: ``F F^T / (C*H*W)`` with ``F`` the ``C x HW``
-    feature matrix (Gatys et al. 2015, normalised so the value does not depend on layer size or image size).
+GRAM_NORMS = ("mean", "size", "none")
+GRAM_SCALES = ("target", "gatys", "sum")
 
-    Grams of different images (or of one image at several scales) can be blended as plain weighted sums,
-    ``0.7 * gram(a) + 0.3 * gram(b)``, and given to :func:`gram_match` as its target.
+
+def gram(features: torch.Tensor, *, normalize: str = "mean") -> torch.Tensor:
+    """Gram matrices of feature maps ``(N, C, H, W)`` (or one ``C x H x W``) -> ``(N, C, C)`` (Gatys et al. 2015).
+
+    ``G[c, d] = sum_p F[c, p] F[d, p]`` over the ``M = H*W`` positions. ``normalize``: ``"mean"`` (default)
+    divides by ``M``, so a sample and a larger output are comparable; ``"size"`` divides by ``C*M`` as well, so
+    layers of different width are too; ``"none"`` keeps the plain sum (the paper's ``G``, whose loss carries
+    the ``1/(4 N^2 M^2)`` factor instead, see :func:`gram_loss`). This is the one Gram of the package: texture
+    synthesis, style transfer and :func:`gram_match` all use it. Grams of different images can be blended as
+    plain weighted sums, ``0.7 * gram(a) + 0.3 * gram(b)``.
     """
     if features.dim() == 3:
         features = features[None]
+    if features.dim() != 4:
+        raise ValueError(f"expected features (N, C, H, W), got shape {tuple(features.shape)}")
     n, c, h, w = features.shape
     f = _up(features.reshape(n, c, h * w))
-    return f @ f.transpose(1, 2) / (c * h * w)
+    g = f @ f.transpose(1, 2)
+    if normalize == "mean":
+        return g / (h * w)
+    if normalize == "size":
+        return g / (c * h * w)
+    if normalize == "none":
+        return g
+    raise ValueError(f"normalize must be one of {GRAM_NORMS}, got {normalize!r}")
+
+
+def gram_loss(g: torch.Tensor, target: torch.Tensor, *, scale: str = "target", m: int | None = None) -> torch.Tensor:
+    """Distance between Gram matrices ``(N, C, C)`` and a target ``(C, C)`` or ``(N, C, C)``, one value per image.
+
+    ``scale="target"`` (default) divides the squared error by the target's squared norm, so every layer and
+    every image contribute on the same scale (0 = identical statistics, 1 = as far as predicting zero).
+    ``scale="gatys"`` is the paper's ``1/(4 N^2 M^2) sum (G - A)^2`` for un-normalised Grams of ``M`` positions;
+    ``scale="sum"`` the plain squared Frobenius distance ``sum (G - A)^2``. The one Gram loss of the package.
+    """
+    diff = (g - target).pow(2).flatten(1).sum(1)
+    if scale == "target":
+        return diff / target.pow(2).flatten(-2).sum(-1).clamp_min(1e-12)
+    if scale == "gatys":
+        c = g.shape[-1]
+        return diff / (4.0 * c * c * float(m or 1) ** 2)
+    if scale == "sum":
+        return diff
+    raise ValueError(f"scale must be one of {GRAM_SCALES}, got {scale!r}")
 
 
 class GramMatch(Objective):
-    def __init__(self, targets: Mapping[str, torch.Tensor], weights: Mapping[str, float] | None = None) -> None:
+    def __init__(self, targets: Mapping[str, torch.Tensor], weights: Mapping[str, float] | None = None, *,
+                 normalize: str = "mean", scale: str = "sum") -> None:
+        if normalize not in GRAM_NORMS or scale not in GRAM_SCALES:
+            raise ValueError(f"normalize must be one of {GRAM_NORMS} and scale one of {GRAM_SCALES}")
+        self.normalize, self.scale = normalize, scale
         self.targets = {k: v.detach() for k, v in targets.items()}
         self.weights = {k: float((weights or {}).get(k, 1.0)) for k in self.targets}
         unknown = set(weights or {}) - set(self.targets)
@@ -363,9 +402,10 @@ class GramMatch(Objective):
     def __call__(self, rec: Recorded) -> torch.Tensor:
         total: torch.Tensor | float = 0.0
         for layer, target in self.targets.items():
-            g = gram(rec.act(layer))
+            a = rec.act(layer)
+            g = gram(a, normalize=self.normalize)
             t = _batch_target(target, g.shape[0], g)
-            total = total + self.weights[layer] * (g - t).pow(2).sum((1, 2))
+            total = total + self.weights[layer] * gram_loss(g, t, scale=self.scale, m=a.shape[-1] * a.shape[-2])
         return total  # type: ignore[return-value]
 
     def __repr__(self) -> str:
@@ -374,8 +414,13 @@ class GramMatch(Objective):
 
 
 def gram_match(layers: str | Mapping[str, torch.Tensor], target: torch.Tensor | None = None, *,
-               weights: Mapping[str, float] | None = None) -> GramMatch:
+               weights: Mapping[str, float] | None = None, normalize: str = "mean",
+               scale: str = "sum") -> GramMatch:
     """Style / texture loss (Gatys et al. 2015): ``sum_l w_l ||G_l(x) - A_l||_F^2`` with ``G`` from :func:`gram`.
+
+    ``normalize`` is :func:`gram`'s (the targets must be made with the same one) and ``scale`` is
+    :func:`gram_loss`'s (``"sum"``: the plain squared distance; ``"target"``: the scale-free one texture and
+    style synthesis use).
 
     Call as ``gram_match("blocks.2", A)`` for one layer, or ``gram_match({"blocks.1": A1, "blocks.3": A3},
     weights={"blocks.1": 1.0, "blocks.3": 0.5})`` for several with per-layer weights (default 1). A target may
@@ -385,10 +430,10 @@ def gram_match(layers: str | Mapping[str, torch.Tensor], target: torch.Tensor | 
     if isinstance(layers, str):
         if target is None:
             raise ValueError("gram_match(layer, target): give the target Gram matrix")
-        return GramMatch({layers: target}, weights)
+        return GramMatch({layers: target}, weights, normalize=normalize, scale=scale)
     if target is not None:
         raise ValueError("give either a {layer: target} mapping or one layer and its target, not both")
-    return GramMatch(layers, weights)
+    return GramMatch(layers, weights, normalize=normalize, scale=scale)
 
 
 # -- image priors (regularisers: penalties, always added to what is minimised) ---------------------------------

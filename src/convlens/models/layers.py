@@ -270,6 +270,60 @@ class LayerIndex:
             raise UserError("this model has no layer with a spatial output")
         return best
 
+    def stages(self) -> list[str]:
+        """Stage outputs, shallow to deep: the spatial layers (side > 1) that are numbered children of a top-level
+        sequence (``blocks.3``, ``features.10``, ``layer2.1``, ``stages.2``), else the top-level modules
+        (``layer2``), else every spatial layer. The one structural layer picker behind every default layer."""
+        spatial = [i.name for i in self.spatial() if i.shape[1] > 1]
+        top = {n for n, m in self.modules.items() if n and "." not in n and isinstance(m, (nn.Sequential,
+                                                                                                nn.ModuleList))}
+        children = [n for n in spatial if n.count(".") == 1 and n.split(".")[0] in top and n.split(".")[1].isdigit()]
+        holders = {n.split(".")[0] for n in children}
+        if len(holders) > 1:  # a separate stem sequence (ConvNeXt's ``stem.0, stem.1``) is not a stage
+            try:
+                home = self.first_conv().split(".")[0]
+            except UserError:
+                home = ""
+            children = [n for n in children if n.split(".")[0] != home]
+        return children or [n for n in spatial if "." not in n] or spatial
+
+    def spread(self, n: int, names: list[str] | None = None) -> list[str]:
+        """``n`` of ``names`` (default :meth:`stages`) spread evenly over the depth, the very first and last
+        skipped when there are more than ``n``."""
+        names = self.stages() if names is None else list(names)
+        if not names:
+            raise UserError("this model has no layer with a spatial output")
+        if len(names) <= n:
+            return names
+        picks = [round(1 + k * (len(names) - 3) / max(1, n - 1)) for k in range(n)]
+        return [names[i] for i in dict.fromkeys(picks)]
+
+    def at_depth(self, fraction: float) -> str:
+        """The stage output nearest ``fraction`` (0 = first stage, 1 = last) of the network's depth."""
+        names = self.stages()
+        if not names:
+            raise UserError("this model has no layer with a spatial output")
+        return names[min(len(names) - 1, max(0, round(fraction * (len(names) - 1))))]
+
+    def stem(self) -> str:
+        """The stem's output: the last layer right after the first convolution with its output shape (its
+        normalisation or activation), else that convolution."""
+        names = self.names()
+        first = self.first_conv()
+        shape = self.infos[first].shape
+        out = first
+        stages = self.stages()
+
+        def owner(name: str) -> str | None:
+            return next((s for s in stages if name == s or name.startswith(s + ".")), None)
+
+        home = owner(first)
+        for name in names[names.index(first) + 1:]:
+            if self.infos[name].shape != shape or isinstance(self.modules[name], nn.Conv2d) or owner(name) != home:
+                break  # a new shape, a new convolution, or the next stage: the stem ended
+            out = name
+        return out
+
     def classifier(self) -> str | None:
         """Name of the last ``Linear`` layer, if any."""
         name = None

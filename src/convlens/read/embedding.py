@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..runtime import private_rng
+
 from ..errors import UserError
 
 __all__ = ["METHODS", "Embedding", "embed", "grid_assignment", "pca", "trustworthiness"]
@@ -42,9 +44,9 @@ def pca(x: np.ndarray, dims: int = 50, *, seed: int = 0) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     dims = min(dims, x.shape[0], x.shape[1])
     xc = torch.from_numpy(x - x.mean(0, keepdims=True))
-    torch.manual_seed(seed)
     if dims < min(xc.shape) // 2:
-        u, s, _ = torch.svd_lowrank(xc, q=dims + 10, niter=4)
+        with private_rng(seed):  # svd_lowrank draws from the global generator: a private, seeded copy of it
+            u, s, _ = torch.svd_lowrank(xc, q=dims + 10, niter=4)
     else:
         u, s, _ = torch.linalg.svd(xc, full_matrices=False)
     return (u[:, :dims] * s[:dims]).numpy().astype(np.float32)

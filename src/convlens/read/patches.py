@@ -101,7 +101,7 @@ def guided_patches(model: Model, tp: TopPatches) -> list[list[torch.Tensor]]:
         row = []
         for p in patches:
             x = model.preprocess.to_tensor(p.file)[None].to(model.device).requires_grad_(True)
-            with backward_rule("guided"), Tap(model, tp.layer, stop=True) as tap:
+            with backward_rule("guided", model, strict=False), Tap(model, tp.layer, stop=True) as tap:
                 tap.run(x)
                 tap.outputs[tp.layer][0, c, p.y, p.x].backward()
             g = x.grad[0].detach().cpu()  # type: ignore[index]

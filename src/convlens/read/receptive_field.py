@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..attribute._common import Unit
+from ..attribute.occlusion import occlusion
 from ..core.taps import activations
 from ..errors import UserError
 from ..models import Model
@@ -78,27 +80,14 @@ def empirical_receptive_field(model: Model, images: torch.Tensor, layer: str, ch
             y, x = units[i]
         else:
             y, x = divmod(int(base[i].flatten().argmax()), base.shape[-1])
-        a0 = float(base[i, y, x])
         x0, y0, x1, y1 = rf.unclipped(y, x)
         cy, cx = (y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2
         tops = range(max(0, y0 - occluder // 2), min(h - occluder, y1 - occluder // 2) + 1, stride)
         lefts = range(max(0, x0 - occluder // 2), min(w - occluder, x1 - occluder // 2) + 1, stride)
-        spots = [(t, le) for t in tops for le in lefts]
-        drops = []
-        for s in range(0, len(spots), batch_size):
-            chunk = spots[s:s + batch_size]
-            x_occ = images[i:i + 1].repeat(len(chunk), 1, 1, 1)
-            for j, (t, le) in enumerate(chunk):
-                x_occ[j, :, t:t + occluder, le:le + occluder] = noise
-            with torch.no_grad():
-                out = activations(model, x_occ.to(model.device), layer)[layer][:, channel, y, x].float().cpu()
-            drops.append((out - a0).abs())
-        d = torch.cat(drops).numpy() if drops else np.zeros(0)
-        acc, cnt = np.zeros((h, w)), np.zeros((h, w))
-        for (t, le), v in zip(spots, d):
-            acc[t:t + occluder, le:le + occluder] += v
-            cnt[t:t + occluder, le:le + occluder] += 1
-        m = np.where(cnt > 0, acc / np.maximum(cnt, 1), 0.0)
+        # the discrepancy map is an occlusion map of the unit: |change| of its activation under a random patch
+        m = occlusion(model, images[i:i + 1].to(model.device), Unit(layer, channel, int(y), int(x)),
+                      window=occluder, stride=stride, fill=noise, absolute=True, starts=(tops, lefts),
+                      batch_size=batch_size)[0].double().cpu().numpy()
         maps.append(m.astype(np.float32))
         used.append((int(y), int(x)))
         if m.max() > 0:

@@ -12,8 +12,6 @@ methods.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..results import open_memmap, save_array
 
 __all__ = [
     "BatchMeta",
@@ -143,12 +142,12 @@ class PooledFeatures(Reducer):
         self._done_path: Path | None = None
         self._channels: dict[str, int] = {}
 
-    # cache key: model, layer, pooling, preprocessing and the files themselves
+    # cache key: the weights, preprocessing and code version (core.cache), layer, pooling and the files themselves
     def _key(self, model: Any, dataset: Any) -> str:
-        pre = getattr(model, "preprocess", None)
-        h = hashlib.sha1(json.dumps([getattr(model, "name", type(model).__name__), repr(pre), self.pool,
-                                     list(self.layers), dataset.fingerprint(), dataset.ids.tolist()]).encode())
-        return h.hexdigest()[:20]
+        from ..core.cache import cache_key
+
+        return cache_key(model, "pooled", self.pool, list(self.layers), dataset.fingerprint(), dataset.ids.tolist(),
+                         length=20)
 
     def start(self, dataset: Any, model: Any, cache_dir: Path | None) -> None:
         n = len(dataset)
@@ -184,7 +183,7 @@ class PooledFeatures(Reducer):
         if arr is None:
             n = len(self._done)
             if layer in self._paths:
-                arr = np.lib.format.open_memmap(self._paths[layer], mode="w+", dtype=np.float32, shape=(n, channels))
+                arr = open_memmap(self._paths[layer], (n, channels), np.float32)  # space checked, blocks reserved
             else:
                 arr = np.zeros((n, channels), dtype=np.float32)
             self._arrays[layer] = arr
@@ -203,7 +202,7 @@ class PooledFeatures(Reducer):
             if isinstance(arr, np.memmap):
                 arr.flush()
         if self._done_path is not None:
-            np.save(self._done_path, self._done)
+            save_array(self._done_path, self._done)
 
     def merge(self, other: Reducer) -> PooledFeatures:
         self._check_peer(other)
@@ -401,7 +400,8 @@ class DeadUnits(Reducer):
 # -- histograms ------------------------------------------------------------------------------------------------------
 @dataclass
 class HistogramResult:
-    """Activation values of a layer over the dataset: ``counts`` over ``edges`` (fixed, so merges are exact),
+    """Activation values of a layer over the dataset: ``counts`` (``(bins,)``, or ``(C, bins)`` per channel) over
+    ``edges`` (fixed, so merges are exact),
     ``below``/``above`` outside the range, exact ``min``/``max``/``mean``/``std`` and the fraction of exact zeros."""
 
     layer: str
@@ -417,37 +417,56 @@ class HistogramResult:
 
 
 class Histogram(Reducer):
-    """A fixed-bin histogram of every activation value of a layer (all channels, all positions)."""
+    """A fixed-bin histogram of every activation value of a layer -- the one histogram reducer of the package.
 
-    def __init__(self, layer: str, *, bins: int = 100, low: float = -8.0, high: float = 8.0) -> None:
+    ``per_channel=False`` (default): one histogram over all channels and positions, ``counts (bins,)``.
+    ``per_channel=True``: one per channel, ``counts (C, bins)`` (the microscope's). Values outside ``[low, high]``
+    are counted in ``below`` / ``above``; with ``clip=True`` they are also put into the first / last bin, so
+    ``counts`` sums to every value seen. Fixed bins make merges exact.
+    """
+
+    def __init__(self, layer: str, *, bins: int = 100, low: float = -8.0, high: float = 8.0,
+                 per_channel: bool = False, clip: bool = False) -> None:
         if not high > low or bins < 1:
             raise UserError(f"histogram needs bins >= 1 and high > low, got bins={bins}, range=({low}, {high})")
         self.layers = (layer,)
         self.bins, self.low, self.high = bins, float(low), float(high)
-        self.name = f"hist:{layer}"
-        self._counts = torch.zeros(bins, dtype=torch.int64)
+        self.per_channel, self.clip = bool(per_channel), bool(clip)
+        self.name = f"{'chist' if per_channel else 'hist'}:{layer}"
+        self._counts: torch.Tensor | None = None
         self._below = self._above = self._zeros = self._n = 0
         self._sum = self._sumsq = 0.0
         self._min, self._max = float("inf"), float("-inf")
 
     def update(self, activations: dict[str, torch.Tensor], meta: BatchMeta) -> None:
-        a = activations[self.layers[0]].detach().float().flatten().cpu()
-        inside = (a >= self.low) & (a <= self.high)
-        self._counts += torch.histc(a[inside], self.bins, self.low, self.high).to(torch.int64)
-        self._below += int((a < self.low).sum())
-        self._above += int((a > self.high).sum())
-        self._zeros += int((a == 0).sum())
-        self._n += a.numel()
-        self._sum += float(a.double().sum())
-        self._sumsq += float(a.double().square().sum())
-        self._min, self._max = min(self._min, float(a.min())), max(self._max, float(a.max()))
+        a = activations[self.layers[0]].detach().float()
+        if a.dim() == 2:
+            a = a[:, :, None, None]
+        c = a.shape[1] if self.per_channel and a.dim() > 1 else 1
+        rows = a.transpose(0, 1).reshape(c, -1) if c > 1 or self.per_channel else a.reshape(1, -1)
+        pos = (rows - self.low) / (self.high - self.low) * self.bins
+        idx = pos.floor().clamp_(0, self.bins - 1).long() + torch.arange(c, device=a.device)[:, None] * self.bins
+        below, above = rows < self.low, rows > self.high
+        if not self.clip:
+            idx = idx[~(below | above)]
+        counts = torch.bincount(idx.flatten(), minlength=c * self.bins).view(c, self.bins).cpu()
+        self._counts = counts if self._counts is None else self._counts + counts
+        self._below += int(below.sum())
+        self._above += int(above.sum())
+        self._zeros += int((rows == 0).sum())
+        self._n += rows.numel()
+        self._sum += float(rows.double().sum())
+        self._sumsq += float(rows.double().square().sum())
+        self._min, self._max = min(self._min, float(rows.min())), max(self._max, float(rows.max()))
 
     def merge(self, other: Reducer) -> Histogram:
         self._check_peer(other)
         assert isinstance(other, Histogram)
-        if (other.bins, other.low, other.high) != (self.bins, self.low, self.high):
+        if (other.bins, other.low, other.high, other.per_channel, other.clip) != \
+                (self.bins, self.low, self.high, self.per_channel, self.clip):
             raise ValueError("histograms with different bins cannot be merged")
-        self._counts += other._counts
+        if other._counts is not None:
+            self._counts = other._counts.clone() if self._counts is None else self._counts + other._counts
         self._below += other._below
         self._above += other._above
         self._zeros += other._zeros
@@ -460,9 +479,11 @@ class Histogram(Reducer):
     def result(self) -> HistogramResult:
         n = max(1, self._n)
         mean = self._sum / n
+        counts = (torch.zeros(1, self.bins, dtype=torch.int64) if self._counts is None else self._counts).numpy()
         return HistogramResult(self.layers[0], np.linspace(self.low, self.high, self.bins + 1),
-                               self._counts.numpy(), self._below, self._above, self._min, self._max, mean,
-                               float(np.sqrt(max(0.0, self._sumsq / n - mean * mean))), self._zeros / n)
+                               counts if self.per_channel else counts[0], self._below, self._above, self._min,
+                               self._max, mean, float(np.sqrt(max(0.0, self._sumsq / n - mean * mean))),
+                               self._zeros / n)
 
 
 # -- pixel codes -------------------------------------------------------------------------------------------------------

@@ -33,10 +33,18 @@ distance ahead and reducers keep fixed-size state, features going to memory-mapp
 
 Ctrl-C stops the scan after flushing the feature cache, so a re-run with the same ``cache_dir`` resumes where
 it stopped. Unreadable images are reported in ``skipped`` (and warned about), never fatal.
+
+Shards, checkpoints and clusters: with a ``checkpoint`` folder (by default ``cache_dir/checkpoints`` when there
+is a ``cache_dir``) the scan runs shard by shard (``shard_size`` consecutive images, default 128), each reduced by
+fresh copies of the reducers, written to disk and merged (:mod:`convlens.read.checkpoint`): a scan killed even
+with SIGKILL loses at most the shard it was reading, and the re-run merges the parts and reads only the rest. The
+same shards run on a pool of Ray actors with ``cluster=`` (:mod:`convlens.read.distributed`); the result is the
+same wherever the shards ran. Without a checkpoint or a cluster the scan is the one unsharded pass above.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections import deque
@@ -52,22 +60,26 @@ from ..core.engine import LayerReader, channels_last, open_reader
 from ..errors import UserError
 from ..models import Model
 from ..runtime import tune_allocator
+from .checkpoint import ScanCheckpoint, scan_key
 from .dataset import Dataset, load_dataset
 from .reducers import BatchMeta, Reducer
 
-__all__ = ["ScanResult", "choose_batch_size", "dead_unit_layers", "feature_layer", "scan"]
+__all__ = ["ScanResult", "choose_batch_size", "dead_unit_layers", "feature_layer", "reduce_shard", "scan"]
 
 _BATCH_CACHE: dict[tuple, int] = {}
 
 
 class ScanResult(dict):
-    """Reducer name -> result, plus what happened: ``skipped`` files, ``images`` scanned, ``seconds``."""
+    """Reducer name -> result, plus what happened: ``skipped`` files, ``images`` scanned, ``seconds``; for a sharded
+    scan also ``shards`` (how many) and ``resumed`` (images whose reduction came from the checkpoint)."""
 
     skipped: list[tuple[str, str]]
     images: int
     seconds: float
     batch_size: int
     engine: str
+    shards: int = 0
+    resumed: int = 0
 
 
 def _deepest(model: Model, layers: set[str]) -> list[str]:
@@ -118,25 +130,44 @@ def _decode(model: Model, path: Path) -> torch.Tensor:
 
 def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict[str, Reducer], *,
          batch_size: int | None = None, cache_dir: str | Path | None = None, progress: bool = True,
-         workers: int = 2, tune: bool = True, engine: str = "auto") -> ScanResult:
+         workers: int = 2, tune: bool = True, engine: str = "auto", checkpoint: str | Path | bool | None = None,
+         shard_size: int | None = None, cluster: Any = None) -> ScanResult:
     """Stream a dataset through ``model`` once and feed every reducer from the same forward pass.
 
     Args:
         model: the :class:`~convlens.Model` to read.
-        images_or_folder: a folder, a list of image files or a :class:`Dataset`.
+        images_or_folder: a folder, a text file listing images, ``.tar`` shards, a list of image files or a
+            :class:`Dataset` (see :func:`~convlens.read.dataset.load_dataset`).
         reducers: :class:`Reducer` objects (a list, or a dict giving their result names).
         batch_size: images per forward pass; ``None`` measures a few sizes once and picks the fastest.
-        cache_dir: where pooled features are written as they come and found again next time.
+        cache_dir: where pooled features are written as they come and found again next time; also where the
+            scan checkpoints its shards unless ``checkpoint`` says otherwise.
         progress: show a progress bar (tqdm) on stderr.
         workers: threads that decode and resize images while the network computes.
         tune: apply :func:`convlens.tune_allocator` (keeps activation buffers in the process; glibc only).
         engine: ``"auto"`` (OpenVINO on the CPU when it is installed and there are at least 64 images to read,
-            else PyTorch), ``"openvino"`` or ``"torch"``; see :mod:`convlens.core.engine`.
+            else PyTorch), ``"openvino"`` or ``"torch"``; see :mod:`convlens.core.engine`. ``"ray"``: on a local
+            Ray runtime (as ``cluster="local"``), each worker on ``"auto"``.
+        checkpoint: a folder for the reduced shards (:mod:`convlens.read.checkpoint`): an interrupted scan, even a
+            killed one, resumes from them and loses at most the shards it was reducing. ``None``: under
+            ``cache_dir/checkpoints`` when there is a ``cache_dir``, else none (one unsharded pass); ``True``:
+            there or under :func:`~convlens.core.engine.cache_root`; ``False``: none.
+        shard_size: images per shard of a checkpointed or distributed scan (default 128).
+        cluster: run the shards on Ray actors (:mod:`convlens.read.distributed`): ``"local"`` (a Ray runtime on
+            this machine), ``"auto"`` or an address (join a running cluster), or a
+            :class:`~convlens.read.distributed.Cluster` with the worker count and resources. ``None``: on this
+            process, unless a :func:`~convlens.read.distributed.on_cluster` block says otherwise.
 
     Returns:
         A :class:`ScanResult`: reducer name -> ``reducer.result()``; ``.skipped`` lists ``(file, reason)`` for
-        unreadable images.
+        unreadable images. The result does not depend on the sharding, the checkpoint or the cluster: the same
+        top-k ids and positions, counts and histograms, and features equal to float tolerance.
     """
+    from .distributed import as_cluster
+
+    cluster = as_cluster(cluster, engine)
+    if engine == "ray":
+        engine = "auto"
     if tune:
         tune_allocator()
     dataset = load_dataset(images_or_folder)
@@ -152,6 +183,11 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
     if not named:
         raise UserError("scan needs at least one reducer")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
+    folder = _checkpoint_folder(checkpoint, cache)
+    sharded = folder is not None or cluster is not None
+    if shard_size is not None and shard_size < 1:
+        raise UserError(f"shard size must be at least 1, got {shard_size}")
+    templates = {k: copy.deepcopy(r) for k, r in named.items()} if sharded else {}  # fresh copies reduce each shard
     for r in named.values():
         r.start(dataset, model, cache)
     need = np.zeros(len(dataset), dtype=bool)
@@ -171,12 +207,150 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
     if batch_size is not None and batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
 
+    seen = resumed = 0
+    n_shards = 0
+    used = "torch"
+    try:
+        if not sharded:
+            seen, batch_size, used = _scan_local(model, dataset, [todo], active, layers, batch_size, workers, engine,
+                                                 progress, skipped, None, 0)
+        else:
+            size = shard_size or 128
+            shards = [(i, pos) for i, pos in _plan(need, size)]
+            n_shards = len(shards)
+            ckpt = ScanCheckpoint(folder, scan_key(model, dataset, named, size)) if folder is not None else None
+            done: set[int] = set()
+
+            def absorb(payload: dict[str, Any]) -> None:
+                for name, partial in payload["reducers"].items():
+                    if name in active:
+                        _absorb(active[name], partial)
+                skipped.extend(tuple(s) for s in payload["skipped"])  # type: ignore[misc]
+
+            if ckpt is not None:
+                wanted = {i for i, _ in shards}
+                for i in ckpt.done():
+                    payload = ckpt.load(i) if i in wanted else None
+                    if payload is not None and set(active) <= set(payload["reducers"]):
+                        absorb(payload)
+                        done.add(i)
+                        resumed += int(payload["images"])
+            remaining = [(i, pos) for i, pos in shards if i not in done]
+
+            def finish(i: int, payload: dict[str, Any]) -> None:
+                """One reduced shard: on disk first, then into the result (exactly once per shard)."""
+                if i in done:
+                    return
+                if ckpt is not None:
+                    ckpt.save(i, payload)
+                absorb(payload)
+                done.add(i)
+
+            if cluster is not None:
+                from .distributed import reduce_shards
+
+                seen, batch_size, used = reduce_shards(
+                    cluster, model, dataset, remaining, {k: templates[k] for k in active}, layers, finish,
+                    batch_size=batch_size, engine=engine, progress=progress, already=resumed)
+            else:
+                seen, batch_size, used = _scan_local(model, dataset, remaining, active, layers, batch_size, workers,
+                                                     engine, progress, skipped, (templates, finish), resumed)
+            if ckpt is not None:
+                ckpt.remove()
+    finally:
+        for r in named.values():
+            r.close()
+    for f, why in skipped:
+        warnings.warn(f"skipped {f}: {why}", stacklevel=2)
+    out = ScanResult({name: r.result() for name, r in named.items()})
+    out.skipped, out.images, out.batch_size, out.engine = skipped, seen + resumed, batch_size or 0, used
+    out.seconds = time.perf_counter() - started
+    out.shards, out.resumed = n_shards, resumed
+    return out
+
+
+def _checkpoint_folder(checkpoint: str | Path | bool | None, cache: Path | None) -> Path | None:
+    if checkpoint is False:
+        return None
+    if checkpoint is None:
+        return cache / "checkpoints" if cache is not None else None
+    if checkpoint is True:
+        from ..core.engine import cache_root
+
+        return (cache if cache is not None else cache_root()) / "checkpoints"
+    return Path(checkpoint).expanduser()
+
+
+def _plan(need: np.ndarray, size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Shards: the needed positions of each block of ``size`` consecutive images (a block's index is stable)."""
+    for i in range(0, len(need), size):
+        pos = np.flatnonzero(need[i:i + size]) + i
+        if len(pos):
+            yield i // size, pos
+
+
+def _absorb(into: Reducer, partial: Reducer) -> None:
+    """Merge a shard's partial reducer into the scan's; pooled features go row by row into its (cached) arrays."""
+    from .reducers import PooledFeatures
+
+    if isinstance(into, PooledFeatures) and isinstance(partial, PooledFeatures):
+        feats = partial.result()
+        if len(feats.ids):
+            into.update({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in feats.layers.items()},
+                        BatchMeta(feats.ids, feats.files, feats.labels, torch.zeros(0)))
+        return
+    into.merge(partial)
+
+
+def _fresh(templates: dict[str, Reducer], names: Sequence[str], shard: Dataset, model: Model) -> dict[str, Reducer]:
+    out = {k: copy.deepcopy(templates[k]) for k in names}
+    for r in out.values():
+        r.start(shard, model, None)
+    return out
+
+
+def reduce_shard(model: Model, read: LayerReader, shard: Dataset, templates: dict[str, Reducer], batch_size: int,
+                 pool: ThreadPoolExecutor) -> dict[str, Any]:
+    """Reduce one shard with fresh copies of ``templates``: the payload a checkpoint part holds and a worker returns.
+
+    ``{"reducers": {name: partial}, "skipped": [(file, reason)], "images": n, "seconds": s}``.
+    """
+    t = time.perf_counter()
+    partials = _fresh(templates, list(templates), shard, model)
+    skipped: list[tuple[str, str]] = []
+    n = 0
+    for _, pixels, pos in _batches(model, shard, [np.arange(len(shard))], batch_size, pool, skipped):
+        if pixels is not None:
+            _feed(model, read, shard, pixels, pos, partials.values())
+            n += len(pos)
+    return {"reducers": partials, "skipped": skipped, "images": n, "seconds": time.perf_counter() - t}
+
+
+def _feed(model: Model, read: LayerReader, dataset: Dataset, pixels: torch.Tensor, pos: np.ndarray,
+          reducers: Any) -> None:
+    x = pixels.to(model.device, non_blocking=True)
+    acts = read(x)
+    meta = BatchMeta(dataset.ids[pos], [dataset.files[i] for i in pos],
+                     None if dataset.labels is None else [dataset.labels[i] for i in pos], x)
+    for r in reducers:
+        r.update(acts, meta)
+
+
+def _scan_local(model: Model, dataset: Dataset, shards: Sequence[Any], active: dict[str, Reducer],
+                layers: list[str], batch_size: int | None, workers: int, engine: str, progress: bool,
+                skipped: list[tuple[str, str]], sharded: tuple[dict[str, Reducer], Any] | None,
+                already: int) -> tuple[int, int, str]:
+    """The scan on this process: unsharded (``shards`` is ``[todo]``, reducers updated in place) or shard by shard
+    (``shards`` is ``[(index, positions)]``, each reduced by fresh copies and handed to ``finish``)."""
+    positions = [s for s in shards] if sharded is None else [pos for _, pos in shards]
+    total = sum(len(p) for p in positions)
     bar = None
-    if progress and len(todo):
+    if progress and total:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), unit="img", desc="scan", leave=False)
+        bar = tqdm(total=total + already, initial=already, unit="img", desc="scan", leave=False)
     seen = 0
+    used = "torch"
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, open_reader(model, layers, engine=engine) as read:
             used = read.engine
@@ -184,64 +358,93 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
                 if used != "torch":
                     batch_size = 16  # OpenVINO splits each batch into requests of its own size
                 else:
-                    batch_size = choose_batch_size(model, layers) if len(todo) >= 64 and layers else 8
-            for pixels, pos in _batches(model, dataset, todo, batch_size, pool, skipped):
-                x = pixels.to(model.device, non_blocking=True)
-                acts = read(x)
-                meta = BatchMeta(dataset.ids[pos], [dataset.files[i] for i in pos],
-                                 None if dataset.labels is None else [dataset.labels[i] for i in pos], x)
-                for r in active.values():
-                    r.update(acts, meta)
-                seen += len(pos)
-                if bar is not None:
-                    bar.update(len(pos))
+                    batch_size = choose_batch_size(model, layers) if total >= 64 and layers else 8
+            if not total:
+                return 0, batch_size, used
+            if sharded is None:
+                for _, pixels, pos in _batches(model, dataset, positions, batch_size, pool, skipped):
+                    if pixels is not None:
+                        _feed(model, read, dataset, pixels, pos, active.values())
+                        seen += len(pos)
+                        if bar is not None:
+                            bar.update(len(pos))
+                return seen, batch_size, used
+            templates, finish = sharded
+            partials: dict[str, Reducer] | None = None
+            mine: list[tuple[str, str]] = []
+            t = time.perf_counter()
+            n = 0
+            try:
+                for k, pixels, pos in _batches(model, dataset, positions, batch_size, pool, mine):
+                    index, shard_pos = shards[k]
+                    if partials is None:
+                        shard = dataset[shard_pos]
+                        partials = _fresh(templates, list(active), shard, model)
+                    if pixels is not None:
+                        _feed(model, read, dataset, pixels, pos, partials.values())
+                        n += len(pos)
+                        if bar is not None:
+                            bar.update(len(pos))
+                        continue
+                    finish(index, {"reducers": partials, "skipped": mine, "images": n,
+                                   "seconds": time.perf_counter() - t})
+                    seen += n
+                    partials, mine, n, t = None, [], 0, time.perf_counter()
+                    if bar is not None:
+                        bar.set_postfix_str(f"shard {k + 1}/{len(shards)}", refresh=False)
+            except BaseException:
+                # interrupted inside a shard: its pooled-feature rows still go to the feature cache (rows are
+                # idempotent); the shard's counts are dropped, and the whole shard is read again next time
+                from .reducers import PooledFeatures
+
+                for name, p in (partials or {}).items():
+                    if isinstance(p, PooledFeatures):
+                        _absorb(active[name], p)
+                raise
     finally:
         if bar is not None:
             bar.close()
-        for r in named.values():
-            r.close()
-    for f, why in skipped:
-        warnings.warn(f"skipped {f}: {why}", stacklevel=2)
-    out = ScanResult({name: r.result() for name, r in named.items()})
-    out.skipped, out.images, out.batch_size, out.engine = skipped, seen, batch_size or 0, used
-    out.seconds = time.perf_counter() - started
-    return out
+    return seen, batch_size, used
 
 
-def _batches(model: Model, dataset: Dataset, todo: np.ndarray, batch_size: int, pool: ThreadPoolExecutor,
-             skipped: list[tuple[str, str]]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Decoded pixel batches in dataset order, decoding up to two batches ahead in the worker threads."""
-    queue: deque[tuple[int, Future]] = deque()
-    it = iter(todo.tolist())
+def _batches(model: Model, dataset: Dataset, shards: Sequence[np.ndarray], batch_size: int, pool: ThreadPoolExecutor,
+             skipped: list[tuple[str, str]]) -> Iterator[tuple[int, torch.Tensor | None, np.ndarray | None]]:
+    """Decoded pixel batches ``(shard, pixels, positions)`` in dataset order, decoding up to two batches ahead in the
+    worker threads across shard boundaries; a batch never spans two shards, and ``(shard, None, None)`` follows
+    each shard's last batch."""
+    queue: deque[tuple[int, int, Future]] = deque()
+    it = ((k, i) for k, pos in enumerate(shards) for i in np.asarray(pos).tolist())
     ahead = 2 * batch_size + 1
 
     def fill() -> None:
         while len(queue) < ahead:
             try:
-                i = next(it)
+                k, i = next(it)
             except StopIteration:
                 return
-            queue.append((i, pool.submit(_decode, model, dataset.files[i])))
+            queue.append((k, i, pool.submit(_decode, model, dataset.files[i])))
 
     fill()
     try:
-        while queue:
-            tensors: list[torch.Tensor] = []
-            pos: list[int] = []
-            while queue and len(pos) < batch_size:
-                i, fut = queue.popleft()
-                fill()
-                try:
-                    tensors.append(fut.result())
-                    pos.append(i)
-                except UserError as exc:
-                    skipped.append((str(dataset.files[i]), str(exc)))
-                except Exception as exc:  # noqa: BLE001 - a broken file must not end the scan
-                    skipped.append((str(dataset.files[i]), f"{type(exc).__name__}: {exc}"))
-            if pos:
-                yield torch.stack(tensors), np.asarray(pos, dtype=np.int64)
+        for k in range(len(shards)):
+            while queue and queue[0][0] == k:
+                tensors: list[torch.Tensor] = []
+                pos: list[int] = []
+                while queue and queue[0][0] == k and len(pos) < batch_size:
+                    _, i, fut = queue.popleft()
+                    fill()
+                    try:
+                        tensors.append(fut.result())
+                        pos.append(i)
+                    except UserError as exc:
+                        skipped.append((str(dataset.files[i]), str(exc)))
+                    except Exception as exc:  # noqa: BLE001 - a broken file must not end the scan
+                        skipped.append((str(dataset.files[i]), f"{type(exc).__name__}: {exc}"))
+                if pos:
+                    yield k, torch.stack(tensors), np.asarray(pos, dtype=np.int64)
+            yield k, None, None
     finally:
-        for _, fut in queue:
+        for _, _, fut in queue:
             fut.cancel()
 
 

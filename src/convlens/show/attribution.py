@@ -13,12 +13,16 @@ from PIL import Image
 
 from .figures import ArrayLike, colorize, heatmap_overlay, side_by_side, to_rgb
 
-__all__ = ["OVERLAY_METHODS", "map_panel", "saliency_figure", "mask_figure", "curves_figure"]
+__all__ = ["OVERLAY_METHODS", "map_panel", "saliency_figure", "mask_figure", "curves_figure", "sanity_figure",
+           "sanity_maps_figure"]
 
-OVERLAY_METHODS = ("gradcam", "occlusion")
+OVERLAY_METHODS = ("gradcam", "occlusion", "gradcampp", "xgradcam", "hirescam", "layercam", "scorecam", "ablationcam",
+                   "eigencam")
 LABELS = {"gradient": "gradient (Simonyan)", "deconvnet": "DeconvNet", "guided": "guided backprop",
           "smoothgrad": "SmoothGrad", "integrated": "integrated gradients", "gradcam": "Grad-CAM",
-          "guided_gradcam": "guided Grad-CAM", "occlusion": "occlusion", "random": "random", "edge": "edge"}
+          "guided_gradcam": "guided Grad-CAM", "occlusion": "occlusion", "random": "random", "edge": "edge",
+          "gradcampp": "Grad-CAM++", "xgradcam": "XGrad-CAM", "hirescam": "HiResCAM", "layercam": "LayerCAM",
+          "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM", "eigencam": "Eigen-CAM"}
 
 
 def _clip(m: np.ndarray, q: float = 99.5) -> np.ndarray:
@@ -93,6 +97,64 @@ def curves_figure(fractions: Sequence[float], deletion: dict[str, Sequence[float
     buf.seek(0)
     return Image.open(buf).convert("RGB")
 
+
+
+# --- sanity checks (Adebayo et al. 2018) -----------------------------------------------------------------------
+
+def sanity_figure(result, *, title_text: str | None = None) -> Image.Image:  # noqa: ANN001 -- a SanityCheck
+    """Rank correlation and SSIM between the trained model's maps and the randomised models' maps, per step
+    (mean over images, a band for the spread), one line per method (matplotlib, Agg)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    steps = list(result.steps)
+    xs = np.arange(len(steps))
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 0.55 * len(steps) + 4) * 1.4, 4.6), dpi=100)
+    for ax, metric, name in ((axes[0], "spearman", "Spearman rank correlation"), (axes[1], "ssim", "SSIM")):
+        for method in result.methods:
+            v = getattr(result, metric)[method]
+            mean, lo, hi = v.mean(1), v.min(1), v.max(1)
+            line = ax.plot(xs, mean, "o-", lw=1.8, ms=4, label=LABELS.get(method, method))[0]
+            if v.shape[1] > 1:
+                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(steps, rotation=60, ha="right", fontsize=8)
+        ax.set_ylim(min(-0.2, float(ax.get_ylim()[0])), 1.05)
+        ax.set_ylabel(f"{name} with the trained map")
+        ax.set_xlabel("randomised from the top down to ..." if result.test.startswith("cascading") else "")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title_text or f"{result.test} (Adebayo et al. 2018), {result.spearman[result.methods[0]].shape[1]} "
+                 f"images")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def sanity_maps_figure(result, image: ArrayLike, index: int = 0, *, columns: int = 7,  # noqa: ANN001
+                       height: int = 112) -> Image.Image:
+    """The paper's figure 2: one row per method, its map on the trained model and after more and more layers
+    are randomised (``columns`` steps picked evenly, the last one always), for image ``index``."""
+    from .figures import stack
+
+    n = len(result.steps)
+    picks = sorted({round(i * (n - 1) / max(1, columns - 1)) for i in range(min(columns, n))})
+    rows = []
+    for method in result.methods:
+        items: list[tuple[ArrayLike, str]] = [(to_rgb(image), LABELS.get(method, method))]
+        for j in picks:
+            m = result.maps[method][j, index]
+            items.append((map_panel(image, m, method), result.steps[j]))
+        rows.append(side_by_side(items, height=height, caption_size=10))
+    return stack(rows)
 
 
 # --- folders: full-resolution overlays with a colour bar, transparent overlays, contact sheets ---------------------

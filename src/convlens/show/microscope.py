@@ -16,7 +16,6 @@ folder names and labels from the dataset are escaped by the templates (autoescap
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -30,11 +29,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..core.cache import cache_key
 from ..core.taps import Tap, backward_rule
 from ..errors import UserError
 from ..models import Model
 from ..read.dataset import Dataset, load_dataset
-from ..read.reducers import BatchMeta, DeadUnits, Reducer, TopK
+from ..read.reducers import DeadUnits, Histogram, Reducer, TopK
 from . import figures as F
 from .html import render, save_image, slug, svg_histogram
 
@@ -44,46 +44,10 @@ __all__ = ["build_microscope", "MicroscopeSite", "LayerSummary", "ChannelHistogr
 _CACHE_VERSION = 1
 
 
-# --------------------------------------------------------------------------------------------------------------
-# a reducer of our own: one activation histogram per channel
-# --------------------------------------------------------------------------------------------------------------
-class ChannelHistogram(Reducer):
-    """Per channel of ``layer``, a histogram of every activation value over the dataset, on fixed bins.
-
-    ``low``/``high`` fix the bins (so merges are exact); values outside land in the first / last bin.
-    Result: ``(edges (bins+1,), counts (C, bins))``.
-    """
-
-    def __init__(self, layer: str, *, bins: int = 40, low: float = -4.0, high: float = 8.0) -> None:
-        if not high > low or bins < 1:
-            raise ValueError(f"need bins >= 1 and high > low, got {bins}, ({low}, {high})")
-        self.layers = (layer,)
-        self.name = f"chist:{layer}"
-        self.bins, self.low, self.high = bins, float(low), float(high)
-        self._counts: torch.Tensor | None = None
-
-    def update(self, activations: dict[str, torch.Tensor], meta: BatchMeta) -> None:
-        a = activations[self.layers[0]].detach().float()
-        if a.dim() == 2:
-            a = a[:, :, None, None]
-        c = a.shape[1]
-        idx = ((a - self.low) / (self.high - self.low) * self.bins).floor().clamp_(0, self.bins - 1).long()
-        idx = idx.transpose(0, 1).reshape(c, -1) + torch.arange(c, device=a.device)[:, None] * self.bins
-        counts = torch.bincount(idx.flatten(), minlength=c * self.bins).view(c, self.bins).cpu()
-        self._counts = counts if self._counts is None else self._counts + counts
-
-    def merge(self, other: Reducer) -> ChannelHistogram:
-        self._check_peer(other)
-        assert isinstance(other, ChannelHistogram)
-        if (other.bins, other.low, other.high) != (self.bins, self.low, self.high):
-            raise ValueError("channel histograms with different bins cannot be merged")
-        if other._counts is not None:
-            self._counts = other._counts.clone() if self._counts is None else self._counts + other._counts
-        return self
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        counts = np.zeros((0, self.bins), np.int64) if self._counts is None else self._counts.numpy()
-        return np.linspace(self.low, self.high, self.bins + 1), counts
+def ChannelHistogram(layer: str, *, bins: int = 40, low: float = -4.0, high: float = 8.0) -> Histogram:
+    """The microscope's histograms: :class:`~convlens.read.reducers.Histogram` per channel, out-of-range values
+    clamped into the end bins. Result: a :class:`~convlens.read.reducers.HistogramResult` with ``counts (C, bins)``."""
+    return Histogram(layer, bins=bins, low=low, high=high, per_channel=True, clip=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -136,19 +100,8 @@ class MicroscopeSite:
 # helpers
 # --------------------------------------------------------------------------------------------------------------
 def default_layers(model: Model, n: int = 3) -> list[str]:
-    """``n`` spatial layers spread over the depth (block outputs when the network has blocks)."""
-    import re
-
-    spatial = [i.name for i in model.layers.spatial() if i.shape[1] > 1]
-    if not spatial:
-        raise UserError("this model has no layer with a spatial output")
-    # stage outputs: children of a sequence ("blocks.3", "features.10"), else top-level modules ("layer2")
-    top = ([s for s in spatial if re.fullmatch(r"[^.]+\.\d+", s)] or [s for s in spatial if "." not in s]
-           or spatial)
-    if len(top) <= n:
-        return top
-    picks = np.linspace(1, len(top) - 2, n).round().astype(int)  # skip the very first and last
-    return [top[i] for i in dict.fromkeys(picks.tolist())]
+    """``n`` stage outputs spread over the depth (:meth:`~convlens.models.layers.LayerIndex.spread`)."""
+    return model.layers.spread(n)
 
 
 def guided_units(model: Model, layer: str, pixels: torch.Tensor, channels: Sequence[int], ys: Sequence[int],
@@ -159,7 +112,7 @@ def guided_units(model: Model, layer: str, pixels: torch.Tensor, channels: Seque
     """
     x = pixels.detach().clone().requires_grad_(True)
     b = torch.arange(len(channels))
-    with torch.enable_grad(), backward_rule("guided"), Tap(model, layer, stop=True) as tap:
+    with torch.enable_grad(), backward_rule("guided", model, strict=False), Tap(model, layer, stop=True) as tap:
         tap.run(x)
         a = tap.outputs[layer]
         if a.dim() == 2:
@@ -209,9 +162,7 @@ def display_gradient(g: torch.Tensor) -> torch.Tensor:
 
 
 def _dataset_key(model: Model, ds: Dataset, layers: list[str], k: int, bins: tuple[float, float]) -> str:
-    h = hashlib.sha1(json.dumps([_CACHE_VERSION, model.name, repr(model.preprocess), layers, k, bins,
-                                 ds.fingerprint(), len(ds)]).encode())
-    return h.hexdigest()[:16]
+    return cache_key(model, "microscope", _CACHE_VERSION, layers, k, bins, ds.fingerprint(), len(ds), length=16)
 
 
 def _save_scan(path: Path, data: dict[str, Any]) -> None:
@@ -261,20 +212,22 @@ def _probe_range(model: Model, ds: Dataset, layers: list[str]) -> dict[str, tupl
 
 
 def _run_scan(model: Model, ds: Dataset, layers: list[str], k: int, ranges: dict[str, tuple[float, float]],
-              batch_size: int | None, progress: bool) -> dict[str, Any]:
+              batch_size: int | None, progress: bool, *, cluster: Any = None,
+              checkpoint: Path | None = None) -> dict[str, Any]:
     from ..read.scan import scan
 
     reducers: list[Reducer] = [TopK(layer, k) for layer in layers]
     reducers += [ChannelHistogram(layer, low=ranges[layer][0], high=ranges[layer][1]) for layer in layers]
     reducers.append(DeadUnits(layers))
-    res = scan(model, ds, reducers, batch_size=batch_size, progress=progress)
+    res = scan(model, ds, reducers, batch_size=batch_size, progress=progress, cluster=cluster, checkpoint=checkpoint)
     data: dict[str, Any] = {"images": int(res.images), "skipped": [list(s) for s in res.skipped],
                             "scan_seconds": float(res.seconds), "layers": layers}
     for layer in layers:
         top = res[f"topk:{layer}"]
         data[f"{layer}|values"], data[f"{layer}|ids"] = top.values, top.ids
         data[f"{layer}|y"], data[f"{layer}|x"] = top.y, top.x
-        edges, counts = res[f"chist:{layer}"]
+        h = res[f"chist:{layer}"]
+        edges, counts = h.edges, h.counts
         data[f"{layer}|edges"], data[f"{layer}|counts"] = edges, counts
         dead = res["dead"][layer]
         data[f"{layer}|silent"] = np.asarray(dead.silent)
@@ -287,7 +240,7 @@ def _run_scan(model: Model, ds: Dataset, layers: list[str], k: int, ranges: dict
 def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Path, *,
                      layers: Sequence[str] | None = None, k: int = 9, max_channels: int | None = None,
                      vis_steps: int = 48, vis_size: int = 96, batch_size: int | None = None, seed: int = 0,
-                     progress: bool = True) -> MicroscopeSite:
+                     progress: bool = True, cluster: Any = None) -> MicroscopeSite:
     """Scan ``dataset`` once through ``model`` and write a static site of ``layers`` to ``out`` (resumable).
 
     Args:
@@ -300,12 +253,18 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
         vis_steps / vis_size: feature-visualization steps and side (0 steps: no feature visualizations).
         batch_size: scan batch size (``None``: measured).
         seed: seeds the feature visualizations.
+        cluster: run the scan and the feature visualizations on Ray (:mod:`convlens.read.distributed`: ``"local"``,
+            an address or a ``Cluster``; default: the enclosing ``on_cluster`` block's, else this process). The scan
+            checkpoints its shards in ``out/_cache`` either way, so an interrupted (even killed) run resumes.
 
     Returns:
         :class:`MicroscopeSite` with the index path, image count, per-layer summaries (dead-unit fractions are
         the channels that never fire on any image) and the seconds each stage took.
     """
+    from ..read.distributed import as_cluster
+
     t_all = time.perf_counter()
+    cluster = as_cluster(cluster)
     out = Path(out)
     if k < 1:
         raise UserError(f"k must be at least 1, got {k}")
@@ -320,7 +279,7 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
     cache.mkdir(parents=True, exist_ok=True)
 
     t = time.perf_counter()
-    probe_key = hashlib.sha1(json.dumps([model.name, names, ds.fingerprint()]).encode()).hexdigest()[:16]
+    probe_key = cache_key(model, "microscope-ranges", names, ds.fingerprint(), length=16)
     range_file = cache / f"ranges-{probe_key}.json"
     if range_file.is_file():
         ranges = {k_: tuple(v) for k_, v in json.loads(range_file.read_text()).items()}
@@ -332,7 +291,8 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
     data = _load_scan(scan_path)
     reused = data is not None
     if data is None:
-        data = _run_scan(model, ds, names, k, ranges, batch_size, progress)  # type: ignore[arg-type]
+        data = _run_scan(model, ds, names, k, ranges, batch_size, progress,  # type: ignore[arg-type]
+                         cluster=cluster, checkpoint=cache / "checkpoints")
         _save_scan(scan_path, data)
     seconds["scan"] = time.perf_counter() - t
 
@@ -356,12 +316,16 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
                                len(dead) / max(1, channels), f"layers/{lslug}/index.html")
         summaries.append(summary)
 
+        # pictures already written are reused only if made from this very scan / these weights and settings
+        _fresh(ldir / "img", "patches", key, ("c*_p*.jpg", "c*_g*.jpg"))
+        _fresh(ldir / "img", "vis", cache_key(model, "microscope-vis", vis_steps, vis_size, seed),
+               ("c*_vis.png", "c*_w.png"))
         t = time.perf_counter()
         _patches_and_guided(model, ds, name, data, ldir, shown, k, progress, label=f"{li + 1}/{len(names)} {name}")
         t_patch += time.perf_counter() - t
         t = time.perf_counter()
         if vis_steps > 0:
-            _feature_vis(model, name, ldir, shown, vis_steps, vis_size, seed, progress)
+            _feature_vis(model, name, ldir, shown, vis_steps, vis_size, seed, progress, cluster=cluster)
         t_vis += time.perf_counter() - t
 
         t = time.perf_counter()
@@ -414,6 +378,19 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
                           [tuple(s) for s in data.get("skipped", [])], reused)  # type: ignore[misc]
 
 
+def _fresh(folder: Path, what: str, key: str, patterns: Sequence[str]) -> None:
+    """Delete the pictures matching ``patterns`` in ``folder`` unless they were made under ``key`` (kept in
+    ``folder/.<what>.key``), so a re-run over another dataset or other weights never shows stale pictures."""
+    stamp = folder / f".{what}.key"
+    if stamp.is_file() and stamp.read_text() == key:
+        return
+    for pattern in patterns:
+        for f in folder.glob(pattern):
+            f.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
+
+
 def _patches_and_guided(model: Model, ds: Dataset, layer: str, data: dict[str, Any], ldir: Path, shown: int,
                         k: int, progress: bool, *, label: str, chunk: int = 16, side: int = 112) -> None:
     """Write each channel's top-k patches and their guided-backprop crops (skipping files already there)."""
@@ -464,32 +441,54 @@ def _patches_and_guided(model: Model, ds: Dataset, layer: str, data: dict[str, A
             bar.close()
 
 
-def _feature_vis(model: Model, layer: str, ldir: Path, shown: int, steps: int, size: int, seed: int,
-                 progress: bool, *, batch: int = 16) -> None:
-    """Feature visualizations of the channels that have none yet, ``batch`` channels per optimisation run."""
+def _vis_block(model: Model, layer: str, part: list[int], steps: int, size: int, seed: int) -> torch.Tensor:
+    """Feature visualizations (Olah et al. 2017) of the channels ``part`` of ``layer``, in one optimisation run:
+    ``(len(part), 3, size, size)`` pixels. Seeded by the block's first channel, so a block is the same picture
+    wherever and whenever it is computed."""
     from ..core.objectives import channel
     from ..core.optimize import optimize
     from ..core.params import FourierImage
     from ..core.transforms import standard_transforms
 
-    todo = [c for c in range(shown) if not (ldir / "img" / f"c{c}_vis.png").is_file()]
+    gen = torch.Generator().manual_seed(seed + part[0])
+    param = FourierImage(size=size, batch=len(part), generator=gen)
+    pad = max(2, size // 16)
+    res = optimize(model, channel(layer, part), param,
+                   transforms=standard_transforms(pad=pad, jitter_px=pad, scale=(0.9, 1.1), degrees=10),
+                   steps=steps, lr=0.05, generator=gen)
+    return res.images.detach().cpu()
+
+
+def _feature_vis(model: Model, layer: str, ldir: Path, shown: int, steps: int, size: int, seed: int,
+                 progress: bool, *, batch: int = 16, cluster: Any = None) -> None:
+    """Feature visualizations of the channels that have none yet, in fixed blocks of ``batch`` channels (one
+    optimisation run each; a block with a missing picture is run again whole, so a resumed site equals an
+    uninterrupted one). With a ``cluster`` (:mod:`convlens.read.distributed`) the blocks are Ray tasks on actors
+    that hold the model; each picture is written as its block comes back, which is what a re-run resumes from."""
+    blocks = [list(range(b, min(shown, b + batch))) for b in range(0, shown, batch)]
+    todo = [part for part in blocks if any(not (ldir / "img" / f"c{c}_vis.png").is_file() for c in part)]
     if not todo:
+        return
+
+    def write(part: list[int], images: torch.Tensor) -> None:
+        for c, img in zip(part, images):
+            path = ldir / "img" / f"c{c}_vis.png"
+            if not path.is_file():
+                save_image(img, path)
+
+    if cluster is not None:
+        from ..read.distributed import run_tasks
+
+        run_tasks(cluster, model, _vis_block, [(layer, part, steps, size, seed) for part in todo],
+                  lambda job, images: write(job[1], images), progress=f"feature vis {layer}" if progress else None)
         return
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(todo), desc=f"feature vis {layer}", unit="ch", leave=False)
+        bar = tqdm(total=sum(len(p) for p in todo), desc=f"feature vis {layer}", unit="ch", leave=False)
     try:
-        for start in range(0, len(todo), batch):
-            part = todo[start:start + batch]
-            gen = torch.Generator().manual_seed(seed + part[0])
-            param = FourierImage(size=size, batch=len(part), generator=gen)
-            pad = max(2, size // 16)
-            res = optimize(model, channel(layer, part), param,
-                           transforms=standard_transforms(pad=pad, jitter_px=pad, scale=(0.9, 1.1), degrees=10),
-                           steps=steps, lr=0.05, generator=gen)
-            for c, img in zip(part, res.images.cpu()):
-                save_image(img, ldir / "img" / f"c{c}_vis.png")
+        for part in todo:
+            write(part, _vis_block(model, layer, part, steps, size, seed))
             if bar is not None:
                 bar.update(len(part))
     finally:

@@ -3,8 +3,8 @@
 Texture synthesis and neural style transfer (Gatys et al.), fast style transfer (Johnson et al.; Dumoulin et al.).
 """
 
-from .dream import DEFAULT_DREAM_LAYER, dream
-from .invert import DEFAULT_INVERT_LAYERS, InversionResult, invert
+from .dream import default_dream_layer, dream
+from .invert import InversionResult, default_invert_layers, invert
 from .fast_style import (FastStyleConfig, TransformNet, apply_fast_style, load_fast_style, pretrained_path,
                          save_fast_style, train_fast_style)
 from .style import StyleResult, keep_colors, style_transfer
@@ -13,8 +13,8 @@ from .visualize import (PRESETS, MultifacetedResult, Preset, judge_probs, multif
                         visualize_class, visualize_unit)
 
 __all__ = ["visualize", "visualize_class", "visualize_unit", "multifaceted", "MultifacetedResult", "Preset",
-           "PRESETS", "preset", "judge_probs", "dream", "DEFAULT_DREAM_LAYER", "invert", "InversionResult",
-           "DEFAULT_INVERT_LAYERS", "synthesize_texture", "layer_sweep", "TextureResult", "GramTargets", "GramStyle",
+           "PRESETS", "preset", "judge_probs", "dream", "default_dream_layer", "invert", "InversionResult",
+           "default_invert_layers", "synthesize_texture", "layer_sweep", "TextureResult", "GramTargets", "GramStyle",
            "style_layers", "content_layer", "style_transfer", "StyleResult", "keep_colors", "TransformNet",
            "train_fast_style", "apply_fast_style", "load_fast_style", "save_fast_style", "FastStyleConfig",
            "pretrained_path"]

@@ -21,9 +21,16 @@ from ..errors import UserError
 from ..images import ImageLike, load_image, to_pixels
 from ..models.model import Model
 
-__all__ = ["dream", "DEFAULT_DREAM_LAYER", "photo_pixels"]
+__all__ = ["dream", "DREAM_DEPTH", "default_dream_layer", "photo_pixels"]
 
-DEFAULT_DREAM_LAYER = "blocks.4"
+DREAM_DEPTH = 2 / 3
+"""The default dream layer's place in the network: the stage output at two thirds of the depth."""
+
+
+def default_dream_layer(model: Model) -> str:
+    """The stage output at :data:`DREAM_DEPTH` of the depth (``blocks.4`` on EfficientNet-Lite0, ``layer3.1`` on a
+    ResNet-18), from the layer index -- never a per-model name."""
+    return model.layers.at_depth(DREAM_DEPTH)
 
 
 def photo_pixels(image: ImageLike | torch.Tensor, max_side: int | None = None) -> torch.Tensor:
@@ -42,15 +49,16 @@ def photo_pixels(image: ImageLike | torch.Tensor, max_side: int | None = None) -
     return to_pixels(img)[None]
 
 
-def dream(model: Model, image: ImageLike | torch.Tensor, *, layer: str = DEFAULT_DREAM_LAYER, octaves: int = 4,
+def dream(model: Model, image: ImageLike | torch.Tensor, *, layer: str | None = None, octaves: int = 4,
           octave_scale: float = 1.4, steps: int = 10, jitter: int = 32, step_size: float = 1.5 / 255,
           guide: ImageLike | torch.Tensor | None = None, max_side: int | None = 512, seed: int = 0,
           progress: bool = False, snapshot_every: int = 0) -> OptimizeResult:
     """DeepDream a photo (Mordvintsev et al. 2015).
 
     Args:
-        model: the network; ``layer`` the layer whose activation norm grows (block outputs work best on
-            EfficientNet-Lite: the post-ReLU6 activations clip at 6 and barely grow).
+        model: the network; ``layer`` the layer whose activation norm grows (default
+            :func:`default_dream_layer`; block outputs work best on EfficientNet-Lite: the post-ReLU6 activations
+            clip at 6 and barely grow).
         image: the photo (path, PIL image or pixels); processed at its own size, longer side capped at
             ``max_side``.
         octaves, octave_scale: coarse-to-fine scales (each ``octave_scale`` times larger).
@@ -62,6 +70,7 @@ def dream(model: Model, image: ImageLike | torch.Tensor, *, layer: str = DEFAULT
         :class:`~convlens.core.optimize.OptimizeResult`: ``images`` the dream ``(1, 3, H, W)``, ``values`` the
         final objective (``0.5 ||a||^2`` of the layer, or the guide's dot product).
     """
+    layer = layer or default_dream_layer(model)
     model.layer(layer)
     x = photo_pixels(image, max_side).to(model.device)
     if min(x.shape[-2:]) / octave_scale ** (octaves - 1) < 16:

@@ -21,9 +21,15 @@ from ..errors import UserError
 from ..images import ImageLike
 from ..models.model import Model
 
-__all__ = ["invert", "InversionResult", "DEFAULT_INVERT_LAYERS"]
+__all__ = ["invert", "InversionResult", "default_invert_layers"]
 
-DEFAULT_INVERT_LAYERS = ("bn1", "blocks.1", "blocks.2", "blocks.3", "blocks.5")
+
+def default_invert_layers(model: Model, n: int = 5) -> list[str]:
+    """Shallow to deep from the layer index: the stem's output and ``n - 1`` stage outputs spread over the depth
+    (``bn1, blocks.1, blocks.2, blocks.4, blocks.5`` on EfficientNet-Lite0) -- never a per-model name."""
+    stem = model.layers.stem()
+    stages = [s for s in model.layers.stages() if s != stem]
+    return list(dict.fromkeys([stem, *model.layers.spread(n - 1, stages)]))
 
 
 @dataclass
@@ -44,7 +50,7 @@ class InversionResult:
     results: dict[str, OptimizeResult] = field(default_factory=dict)
 
 
-def invert(model: Model, image: ImageLike | torch.Tensor, layers: str | Sequence[str] = DEFAULT_INVERT_LAYERS, *,
+def invert(model: Model, image: ImageLike | torch.Tensor, layers: str | Sequence[str] | None = None, *,
            steps: int | None = None, tv: float | None = None, beta: float = 2.0, alpha: float = 6.0,
            alpha_weight: float | None = None, optimizer: str = "auto", lr: float | None = None, jitter: int = 1,
            seed: int = 0, progress: bool = False) -> InversionResult:
@@ -53,7 +59,8 @@ def invert(model: Model, image: ImageLike | torch.Tensor, layers: str | Sequence
     Args:
         model, image: the network and the photo (a path / PIL image, centre-cropped to the model input; or
             pixels ``(1, 3, H, W)``).
-        layers: one or several layer names; each is inverted separately.
+        layers: one or several layer names; each is inverted separately (default
+            :func:`default_invert_layers`).
         steps: optimiser steps per layer (default 100 for L-BFGS, 200 for Adam).
         tv, beta: weight and exponent of the total-variation prior (:func:`total_variation`); default weight
             0.05 for L-BFGS, 0.5 for Adam.
@@ -68,7 +75,7 @@ def invert(model: Model, image: ImageLike | torch.Tensor, layers: str | Sequence
     Returns:
         :class:`InversionResult` with the reconstructions and their relative feature errors.
     """
-    names = [layers] if isinstance(layers, str) else list(layers)
+    names = default_invert_layers(model) if layers is None else [layers] if isinstance(layers, str) else list(layers)
     for n in names:
         model.layer(n)
     if isinstance(image, torch.Tensor):

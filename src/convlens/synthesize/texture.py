@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.objectives import Objective, Recorded
+from ..core.objectives import Objective, Recorded, gram, gram_loss
 from ..core.objectives import total_variation as tv_objective
 from ..core.optimize import optimize
 from ..core.params import PixelImage
@@ -47,41 +47,6 @@ __all__ = [
 ]
 
 _ACTS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.ELU, nn.Mish, nn.Hardtanh)
-
-
-def gram(features: torch.Tensor, *, normalize: str = "mean") -> torch.Tensor:
-    """Gram matrices of a batch of feature maps ``(N, C, H, W)`` -> ``(N, C, C)``.
-
-    ``G[c, d] = sum_p F[c, p] F[d, p]`` over the ``M = H*W`` positions (Gatys et al. 2015). ``normalize``:
-    ``"mean"`` divides by ``M`` (size-free, so a sample and a larger output are comparable), ``"none"``
-    keeps the plain sum (the paper's ``G``, whose loss carries the ``1/(4 N^2 M^2)`` factor instead).
-    """
-    if features.dim() != 4:
-        raise ValueError(f"expected features (N, C, H, W), got shape {tuple(features.shape)}")
-    n, c, h, w = features.shape
-    f = features.reshape(n, c, h * w)
-    g = f @ f.transpose(1, 2)
-    if normalize == "mean":
-        return g / (h * w)
-    if normalize == "none":
-        return g
-    raise ValueError(f"normalize must be 'mean' or 'none', got {normalize!r}")
-
-
-def gram_loss(g: torch.Tensor, target: torch.Tensor, *, scale: str = "target", m: int | None = None) -> torch.Tensor:
-    """Distance between Gram matrices ``(N, C, C)`` and a target ``(C, C)`` or ``(N, C, C)``, one value per image.
-
-    ``scale="target"`` (default) divides the squared error by the target's squared norm, so every layer and
-    every image contribute on the same scale (0 = identical statistics, 1 = as far as predicting zero).
-    ``scale="gatys"`` is the paper's ``1/(4 N^2 M^2) sum (G - A)^2`` for un-normalised Grams of ``M`` positions.
-    """
-    diff = (g - target).pow(2).flatten(1).sum(1)
-    if scale == "target":
-        return diff / target.pow(2).flatten(-2).sum(-1).clamp_min(1e-12)
-    if scale == "gatys":
-        c = g.shape[-1]
-        return diff / (4.0 * c * c * float(m or 1) ** 2)
-    raise ValueError(f"scale must be 'target' or 'gatys', got {scale!r}")
 
 
 # --- layers from the layer index -------------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""Claim (issue 16): a scan on Ray runs at the local scan's speed on one machine (the engine's overhead stays under
+15%), and the per-shard cost is small enough for ImageNet-sized shard counts.
+
+The same scan (pooled features of the CNN code, top-9 of a middle block, dead units of three layers) over the 800
+shared photos on the embedded EfficientNet-Lite0, four ways, in alternating rounds (the shared VM's speed drifts):
+  local          scan() in this process, unsharded (no checkpoint): the reference;
+  local+ckpt     scan() in this process, shards of 128 checkpointed on disk (the mechanism behind resume);
+  ray x1         one Ray actor with 2 threads, shards of 128;
+  ray x2         two Ray actors with 1 thread each, shards of 128.
+The actors are started once (their start-up, printed apart, is a one-off per process and network) and then kept
+warm, so the rounds measure throughput. Then the many-shards run: the same 800 photos in 200 shards of 4, locally
+(checkpointed) and on 2 actors; the extra seconds over the 128-image shards, divided by the extra shards, is the
+cost of one shard. Every result is checked against the local one (top-k ids, dead counts, features).
+
+    python benchmarks/bench_read_ray.py [--n 800] [--repeats 2] [--decode-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import numpy as np
+from _common import SAMPLE
+
+import convlens
+from convlens.read import DeadUnits, PooledFeatures, TopK, feature_layer, load_dataset, scan
+from convlens.read.distributed import Cluster, shutdown_pools
+
+
+def reducers(model: convlens.Model) -> list:
+    return [PooledFeatures(feature_layer(model)), TopK("blocks.4", k=9), DeadUnits(["blocks.2", "blocks.4", "blocks.5"])]
+
+
+def check(ref, out, model) -> None:
+    assert out.images == ref.images, (out.images, ref.images)
+    np.testing.assert_array_equal(out["topk:blocks.4"].ids, ref["topk:blocks.4"].ids)
+    for layer, d in ref["dead"].items():
+        np.testing.assert_array_equal(out["dead"][layer].silent, d.silent)
+    layer = feature_layer(model)
+    np.testing.assert_allclose(np.asarray(out["features"][layer]), np.asarray(ref["features"][layer]),
+                               rtol=1e-4, atol=1e-5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=800, help="photos (from the 800 shared ones)")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating rounds")
+    ap.add_argument("--decode-only", action="store_true",
+                    help="only the JPEG decode + resize rate of one thread (what sizes the CPUs of a GPU node)")
+    args = ap.parse_args()
+    model = convlens.load_model()
+    ds = load_dataset(SAMPLE, limit=args.n)
+    n = len(ds)
+    if args.decode_only:
+        files = ds.files[:200]
+        t = time.perf_counter()
+        for f in files:
+            model.preprocess.to_tensor(f)
+        dt = time.perf_counter() - t
+        print(f"decode + resize + crop, one thread: {len(files) / dt:.1f} images/s ({dt / len(files) * 1000:.1f} ms each)")
+        return
+    import ray
+
+    t = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    print(f"Ray runtime started in {time.perf_counter() - t:.1f} s (2 CPUs)")
+    ref = scan(model, ds, reducers(model), progress=False, checkpoint=False)  # also the engine's warm-up
+    print(f"{n} photos, engine {ref.engine}, batch {ref.batch_size}")
+
+    tmp = tempfile.mkdtemp(prefix="bench-ray-")
+    ways = {
+        "local": lambda s: scan(model, ds, reducers(model), progress=False, checkpoint=False),
+        "local+ckpt": lambda s: scan(model, ds, reducers(model), progress=False, checkpoint=f"{tmp}/ck",
+                                     shard_size=s),
+        "ray x1": lambda s: scan(model, ds, reducers(model), progress=False, cluster=Cluster(workers=1),
+                                 shard_size=s),
+        "ray x2": lambda s: scan(model, ds, reducers(model), progress=False, cluster=Cluster(workers=2),
+                                 shard_size=s),
+    }
+    # each way in its own block of rounds, every run paired with a local run next to it in time (the VM drifts);
+    # a pool of actors holds the CPUs, so the 1-actor and the 2-actor pool cannot both stay warm: each block starts
+    # its pool once (a one-off cost per process and network, printed apart) and then measures throughput
+    n_big = -(-n // 128)
+    rows = []
+    for name in ("local+ckpt", "ray x1", "ray x2"):
+        t = time.perf_counter()
+        check(ref, ways[name](128), model)
+        first = time.perf_counter() - t
+        pairs = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            ways["local"](128)
+            t_local = time.perf_counter() - t
+            t = time.perf_counter()
+            out = ways[name](128)
+            t_way = time.perf_counter() - t
+            check(ref, out, model)
+            pairs.append((t_local, t_way))
+        line = f"{name}: first scan {first:.1f} s (start-up included); rounds " + ", ".join(
+            f"local {a:.1f} s / {b:.1f} s" for a, b in pairs)
+        print(line, flush=True)
+        small = None
+        if name != "ray x1":  # the many-shards run, on the warm pool
+            t = time.perf_counter()
+            out = ways[name](4)
+            small = time.perf_counter() - t
+            check(ref, out, model)
+        rows.append((name, first, pairs, small))
+
+    local_all = [a for _, _, pairs, _ in rows for a, _ in pairs]
+    print(f"\n{'way':<12} {'images/s':>9} {'local img/s':>12} {'ratio':>6}   (medians of {args.repeats} paired rounds; "
+          f"shards of 128)")
+    print(f"{'local':<12} {n / statistics.median(local_all):>9.1f}")
+    for name, first, pairs, _ in rows:
+        way = statistics.median(b for _, b in pairs)
+        loc = statistics.median(a for a, _ in pairs)
+        ratio = statistics.median(a / b for a, b in pairs)
+        print(f"{name:<12} {n / way:>9.1f} {n / loc:>12.1f} {ratio:>5.2f}x  (first scan with start-up {first:.1f} s)")
+    shards = -(-n // 4)
+    print(f"\nmany shards: {shards} shards of 4 photos vs {n_big} shards of 128")
+    for name, _, pairs, small in rows:
+        if small is None:
+            continue
+        big = statistics.median(b for _, b in pairs)
+        per = (small - big) / (shards - n_big)
+        print(f"{name:<12} {small:.1f} s ({n / small:.1f} images/s) vs {big:.1f} s: {per * 1000:+.1f} ms per extra shard")
+    shutdown_pools()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
