@@ -12,8 +12,9 @@ from .cam import (CAMS, ablation_cam, class_activation_map, eigen_cam, grad_cam,
                   hires_cam, layer_cam, score_cam, xgrad_cam)
 from .gradients import deconvnet, guided_backprop, integrated_gradients, smoothgrad, vanilla_gradient
 from .methods import CAM_METHODS, CLASS_ONLY, METHODS, edge_map, random_map, saliency
-from .metrics import Faithfulness, deletion_insertion
+from .metrics import Faithfulness, SaliencyEvaluation, deletion_insertion, deletion_insertion_many, evaluate_saliency
 from .occlusion import FILLS, occlusion, occlusion_windows
+from .rise import rise, rise_masks
 from .sanity import SanityCheck, cascading_randomization, label_randomization
 from .segment import Segmentation, grabcut
 
@@ -26,3 +27,4 @@ __all__ = ["Unit", "TargetLike", "to_map", "vanilla_gradient", "guided_backprop"
            "score_cam", "ablation_cam", "eigen_cam", "OutputScore", "margin", "class_sum", "resolve_targets",
            # sanity checks
            "SanityCheck", "cascading_randomization", "label_randomization"]
+__all__ += ["SaliencyEvaluation", "deletion_insertion_many", "evaluate_saliency", "rise", "rise_masks"]

@@ -64,6 +64,10 @@ METHODS: dict[str, MapFn] = {
 }
 """Saliency maps ``(N, H, W)`` by name; larger means more important for the target."""
 
+from .rise import rise  # noqa: E402 -- RISE (Petsiuk et al. 2018), forward-only, in its own module
+
+METHODS["rise"] = rise
+
 CLASS_ONLY: tuple[str, ...] = ()  # every method now explains any target (class, unit, output score)
 CAM_METHODS = ("gradcam", "guided_gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "scorecam",
                "ablationcam", "eigencam")

@@ -155,3 +155,201 @@ def sanity_maps_figure(result, image: ArrayLike, index: int = 0, *, columns: int
             items.append((map_panel(image, m, method), result.steps[j]))
         rows.append(side_by_side(items, height=height, caption_size=10))
     return stack(rows)
+
+
+# --- folders: full-resolution overlays with a colour bar, transparent overlays, contact sheets ---------------------
+
+UNITS = {"gradient": "|d logit / d pixel|", "deconvnet": "|DeconvNet signal|", "guided": "|guided gradient|",
+         "smoothgrad": "mean |d logit / d pixel|", "integrated": "|attribution| (logit units)",
+         "gradcam": "Grad-CAM (logit units)", "guided_gradcam": "|guided Grad-CAM|",
+         "occlusion": "drop in probability", "rise": "expected probability when kept", "random": "uniform noise",
+         "edge": "image gradient magnitude"}
+"""What a map's numbers mean, per method (the colour bar's label)."""
+LABELS["rise"] = "RISE"
+OVERLAY_METHODS = OVERLAY_METHODS + ("rise",)  # coarse, like Grad-CAM: drawn over the photo
+
+__all__ += ["UNITS", "display_range", "overlay_with_colorbar", "alpha_overlay", "contact_sheet", "compare_figure",
+            "audit_figure", "audit_gallery"]
+
+
+def display_range(m: np.ndarray, q: float = 99.5) -> tuple[float, float]:
+    """The colour scale of a map: from ``min(0, min)`` to its ``q``-th percentile (a few extreme pixels of a
+    gradient map would otherwise leave the rest dark); both in the map's own units."""
+    lo = min(0.0, float(np.min(m)))
+    hi = float(np.percentile(m, q))
+    if hi <= lo:
+        hi = float(np.max(m)) if float(np.max(m)) > lo else lo + 1.0
+    return lo, hi
+
+
+def _lut(cmap: str) -> np.ndarray:
+    import matplotlib
+
+    return (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def _map_on_photo(m: np.ndarray, size: tuple[int, int], box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The map resampled (bilinear) onto the photo's pixels inside ``box``; and where it is defined."""
+    W, H = size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    t = torch.from_numpy(np.ascontiguousarray(m, np.float32))[None, None]
+    ys = ((torch.arange(H) + 0.5 - y0) / (y1 - y0)) * 2 - 1
+    xs = ((torch.arange(W) + 0.5 - x0) / (x1 - x0)) * 2 - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    out = torch.nn.functional.grid_sample(t, torch.stack([gx, gy], -1)[None], mode="bilinear",
+                                          align_corners=False, padding_mode="border")[0, 0].numpy()
+    inside = (gx.abs() <= 1).numpy() & (gy.abs() <= 1).numpy()
+    return out, inside
+
+
+def _colorbar(height: int, lo: float, hi: float, label: str, cmap: str) -> Image.Image:
+    """A vertical colour bar ``height`` pixels tall with ticks in the map's units and its label."""
+    from PIL import ImageDraw
+
+    from .figures import font
+
+    fs = max(11, height // 40)
+    fnt = font(fs)
+    bar_w = max(14, height // 30)
+    ticks = [hi - (hi - lo) * k / 4 for k in range(5)]
+    texts = [f"{v:.3g}" for v in ticks]
+    tw = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), s, font=fnt)[2] for s in texts)
+    pad = fs // 2 + 2
+    W = bar_w + tw + 3 * pad + fs + 4
+    canvas = Image.new("RGB", (W, height), (255, 255, 255))
+    top, bottom = pad + fs // 2, height - pad - fs // 2
+    grad = _lut(cmap)[np.linspace(255, 0, max(1, bottom - top)).round().astype(int)]
+    strip = Image.fromarray(np.repeat(grad[:, None], bar_w, 1), "RGB")
+    canvas.paste(strip, (pad, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle([pad, top, pad + bar_w - 1, bottom - 1], outline=(0, 0, 0))
+    for k, s in enumerate(texts):
+        y = top + (bottom - top - 1) * k / 4
+        draw.line([pad + bar_w, y, pad + bar_w + 4, y], fill=(0, 0, 0))
+        draw.text((pad + bar_w + 6, y - fs // 2 - 1), s, fill=(0, 0, 0), font=fnt)
+    # the label, written vertically along the right edge
+    lab = Image.new("RGB", (bottom - top, fs + 4), (255, 255, 255))
+    ImageDraw.Draw(lab).text((2, 0), label, fill=(0, 0, 0), font=fnt)
+    canvas.paste(lab.rotate(90, expand=True), (W - fs - 4, top))
+    return canvas
+
+
+def overlay_with_colorbar(photo: Image.Image, saliency: ArrayLike, box: Sequence[float], *, method: str,
+                          caption_text: str | None = None, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
+    """The map over the photo at the photo's full resolution (drawn inside ``box``, the model's centre crop in
+    photo pixels; outside it the photo is dimmed), a colour bar in the map's units beside it, and a caption
+    (e.g. the class and its probability) under it."""
+    from .figures import caption
+
+    m = saliency.detach().float().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency)
+    lo, hi = display_range(m)
+    base = photo.convert("RGB")
+    on, inside = _map_on_photo(m, base.size, box)
+    idx = (np.clip((on - lo) / (hi - lo), 0, 1) * 255).round().astype(np.int64)
+    colour = _lut(cmap)[idx].astype(np.float32)
+    arr = np.asarray(base, np.float32)
+    out = np.where(inside[..., None], (1 - alpha) * arr + alpha * colour, 0.55 * arr + 0.45 * 255)
+    img = Image.fromarray(out.round().clip(0, 255).astype(np.uint8), "RGB")
+    bar = _colorbar(img.height, lo, hi, UNITS.get(method, method), cmap)
+    canvas = Image.new("RGB", (img.width + bar.width, img.height), (255, 255, 255))
+    canvas.paste(img, (0, 0))
+    canvas.paste(bar, (img.width, 0))
+    if caption_text:
+        canvas = caption(canvas, caption_text, size=max(12, img.height // 36))
+    return canvas
+
+
+def alpha_overlay(size: tuple[int, int], saliency: ArrayLike, box: Sequence[float], *, cmap: str = "jet",
+                  max_alpha: float = 0.8) -> Image.Image:
+    """A transparent RGBA layer of the photo's ``size`` for compositing: the map's colour, opacity rising with
+    its value (same scale as :func:`overlay_with_colorbar`), fully transparent outside the crop ``box``."""
+    m = saliency.detach().float().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency)
+    lo, hi = display_range(m)
+    on, inside = _map_on_photo(m, size, box)
+    v = np.clip((on - lo) / (hi - lo), 0, 1)
+    rgb = _lut(cmap)[(v * 255).round().astype(np.int64)]
+    a = (v * max_alpha * 255 * inside).round().astype(np.uint8)
+    return Image.fromarray(np.dstack([rgb, a]), "RGBA")
+
+
+def contact_sheet(tiles: Sequence[tuple[Image.Image, str]], *, cell: int = 200, ncols: int | None = None,
+                  title_text: str | None = None) -> Image.Image:
+    """Thumbnails (each fitted into ``cell`` pixels) in a near-square grid, each with its label."""
+    from .figures import grid, title
+
+    pics = [t[0] for t in tiles]
+    sheet = grid(pics, ncols=ncols, labels=[t[1] for t in tiles], cell=cell, pad=4, label_size=11)
+    return title(sheet, title_text) if title_text else sheet
+
+
+def compare_figure(crop: ArrayLike, map_a: ArrayLike, map_b: ArrayLike, disagreement: ArrayLike, *, names: tuple[str, str],
+                   method: str, rho: float, title_text: str | None = None, height: int = 224) -> Image.Image:
+    """Photo, model A's and model B's maps over it, and where they disagree: ``rank_A - rank_B`` in
+    [-1, 1] (red: A relies on the region more than B; blue: less), with the maps' Spearman correlation."""
+    panels = [(to_rgb(crop), "input"), (map_panel(crop, map_a, method), names[0]),
+              (map_panel(crop, map_b, method), names[1]),
+              (colorize(disagreement, "RdBu_r", mode="minmax", vmin=-1, vmax=1), f"rank A - rank B (rho {rho:.2f})")]
+    return side_by_side(panels, height=height, title_text=title_text, caption_size=12)
+
+
+def audit_figure(shares: Sequence[float], per_class: Sequence[dict], *, title_text: str | None = None,
+                 top: int = 15) -> Image.Image:
+    """Two panels: the distribution of the background share of saliency over the folder, and the classes
+    whose maps rely most on the background (mean share, image count in brackets)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = list(per_class)[:top]
+    fig, axes = plt.subplots(1, 2, figsize=(12, max(4, 0.3 * len(rows) + 1.5)), dpi=100)
+    axes[0].hist(list(shares), bins=20, range=(0, 1), color="#4477aa", edgecolor="white")
+    axes[0].axvline(float(np.mean(shares)) if len(shares) else 0, color="k", ls="--", lw=1, label="mean")
+    axes[0].set_xlabel("share of saliency mass on the background")
+    axes[0].set_ylabel("images")
+    axes[0].legend()
+    axes[0].set_title("over the folder")
+    labels = [f"{r['label']} ({r['images']})" for r in rows][::-1]
+    vals = [r["background"] for r in rows][::-1]
+    area = [1 - r["area"] for r in rows][::-1]
+    y = np.arange(len(rows))
+    axes[1].barh(y, vals, color="#cc6677", label="saliency on background")
+    axes[1].scatter(area, y, color="k", marker="|", s=120, label="background share of pixels", zorder=3)
+    axes[1].set_yticks(y, labels, fontsize=8)
+    axes[1].set_xlim(0, 1)
+    axes[1].set_xlabel("mean share")
+    axes[1].legend(fontsize=8, loc="lower right")
+    axes[1].set_title("most background-reliant predicted classes")
+    if title_text:
+        fig.suptitle(title_text)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def audit_gallery(entries: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike, str]], *, cell: int = 200,
+                  title_text: str | None = None) -> Image.Image:
+    """The images that rely most on the background: each ``(crop, map, mask, caption)`` as the map over the
+    photo with the object's outline drawn in white."""
+    tiles = []
+    for crop, m, mask, text in entries:
+        over = map_panel(crop, m, "gradcam")
+        msk = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask).astype(bool)
+        edge = msk ^ _erode(msk)
+        arr = np.asarray(over).copy()
+        arr[edge] = 255
+        tiles.append((Image.fromarray(arr), text))
+    return contact_sheet(tiles, cell=cell, title_text=title_text)
+
+
+def _erode(m: np.ndarray, r: int = 1) -> np.ndarray:
+    out = m.copy()
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            out &= np.roll(np.roll(m, dy, 0), dx, 1)
+    return out

@@ -1,0 +1,120 @@
+"""Deletion / insertion curves and RISE: batched and shared end points give the one-image-at-a-time numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import convlens
+from convlens.attribute import Unit, deletion_insertion, deletion_insertion_many, rise, rise_masks, saliency
+from convlens.attribute.occlusion import _filler
+from convlens.core.engine import openvino_available
+
+
+@pytest.fixture
+def xs() -> torch.Tensor:
+    return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
+def _reference(model, x, m, t, steps, generator):
+    """Petsiuk et al.'s curves written plainly: one image per forward pass, rankings as in the library."""
+    H, W = m.shape
+    total = H * W
+    noise = torch.rand(total, generator=generator) * 1e-6 * (m.abs().max().item() + 1e-12)
+    order = torch.argsort(m.flatten() + noise, descending=True)
+    blurred = _filler(x[None], "blur")[0]
+    dele, ins = [], []
+    for k in range(steps + 1):
+        chosen = torch.zeros(total, dtype=torch.bool)
+        chosen[order[:round(total * k / steps)]] = True
+        chosen = chosen.view(H, W)
+        with torch.no_grad():
+            dele.append(model(torch.where(chosen, torch.zeros_like(x), x)[None]).softmax(-1)[0, t])
+            ins.append(model(torch.where(chosen, x, blurred)[None]).softmax(-1)[0, t])
+    return torch.stack(dele), torch.stack(ins)
+
+
+def test_batched_curves_equal_the_plain_reference(tiny, xs):
+    t = tiny(xs).argmax(-1)
+    maps = {"gradient": saliency(tiny, xs, "gradient", t), "gradcam": saliency(tiny, xs, "gradcam", t)}
+    res = deletion_insertion_many(tiny, xs, maps, t, steps=7, batch_size=5, generator=torch.Generator().manual_seed(0),
+                                  engine="torch")
+    g = torch.Generator().manual_seed(0)
+    for name in maps:  # the library ranks map by map, image by image, in this order
+        for i in range(2):
+            d, n = _reference(tiny, xs[i], maps[name][i], int(t[i]), 7, g)
+            assert torch.allclose(res[name].deletion[i], d, atol=1e-6)
+            assert torch.allclose(res[name].insertion[i], n, atol=1e-6)
+        r = res[name]
+        assert torch.allclose(r.deletion_auc, torch.trapezoid(r.deletion, r.fractions, dim=-1))
+        assert torch.allclose(r.insertion_auc, torch.trapezoid(r.insertion, r.fractions, dim=-1))
+    single = deletion_insertion(tiny, xs, maps["gradcam"], t, steps=7, generator=torch.Generator().manual_seed(5))
+    assert single.deletion.shape == (2, 8) and torch.equal(single.fractions, res["gradcam"].fractions)
+
+
+class _Corner(nn.Module):
+    """Class 0's logit is 20x the mean brightness of the top-left 8x8 corner; class 1's is 19."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x[:, :, :8, :8].mean((1, 2, 3)) * 20
+        return torch.stack([c, torch.full_like(c, 19.0)], 1)
+
+
+def test_the_right_map_wins_and_the_wrong_one_loses():
+    model = convlens.Model.wrap(_Corner(), mean=(0, 0, 0), std=(1, 1, 1), size=32)
+    x = torch.zeros(1, 3, 32, 32)
+    x[:, :, :8, :8] = 1  # p(class 0) = sigmoid(1) = 0.73 on the image, 0 without the corner, 0.2 blurred
+    right = torch.zeros(1, 32, 32)
+    right[:, :8, :8] = 1
+    good = deletion_insertion(model, x, right, torch.tensor([0]), steps=16, engine="torch")
+    bad = deletion_insertion(model, x, 1 - right, torch.tensor([0]), steps=16, engine="torch")
+    # the corner first: the probability is at its floor (deletion) or its top (insertion) after 1/16 of the pixels
+    assert float(good.deletion_auc) < 0.05 and float(bad.deletion_auc) > 0.6
+    assert float(good.insertion_auc) > 0.65 and float(bad.insertion_auc) < 0.3
+
+
+@pytest.mark.skipif(not openvino_available(), reason="OpenVINO not installed")
+def test_openvino_curves_equal_torch(tiny, xs):
+    t = tiny(xs).argmax(-1)
+    m = saliency(tiny, xs, "gradient", t)
+    a = deletion_insertion(tiny, xs, m, t, steps=10, generator=torch.Generator().manual_seed(0), engine="torch")
+    b = deletion_insertion(tiny, xs, m, t, steps=10, generator=torch.Generator().manual_seed(0), engine="openvino")
+    assert b.engine == "openvino" and a.engine == "torch"
+    assert torch.allclose(a.deletion, b.deletion, atol=1e-5) and torch.allclose(a.insertion, b.insertion, atol=1e-5)
+
+
+def test_rise_equals_its_definition_and_is_batched(tiny, xs):
+    t = tiny(xs).argmax(-1)
+    got = rise(tiny, xs, t, masks=40, batch_size=16, generator=torch.Generator().manual_seed(1), engine="torch")
+    masks = rise_masks(40, (32, 32), generator=torch.Generator().manual_seed(1))
+    # Petsiuk et al.: S = sum_i p(x * M_i) M_i / (N p) -- here one mask at a time; batches of 8 masks draw the
+    # same masks as one draw of 40 only if the generator is consumed the same way, so compare with batch size 40*2
+    again = rise(tiny, xs, t, masks=40, batch_size=80, generator=torch.Generator().manual_seed(1), engine="torch")
+    for i in range(2):
+        with torch.no_grad():
+            p = torch.stack([tiny((xs[i] * m)[None]).softmax(-1)[0, t[i]] for m in masks])
+        want = (p[:, None, None] * masks).sum(0) / (40 * 0.5)
+        assert torch.allclose(again[i], want, atol=1e-5)
+    one = rise(tiny, xs[1:], t[1:], masks=40, batch_size=40, generator=torch.Generator().manual_seed(1), engine="torch")
+    assert torch.allclose(again[1], one[0], atol=1e-6)
+    assert got.shape == (2, 32, 32) and bool((got >= 0).all())
+    u = rise(tiny, xs, Unit("conv4", 2), masks=16, generator=torch.Generator().manual_seed(0), engine="torch")
+    assert u.shape == (2, 32, 32) and torch.isfinite(u).all()
+    assert "rise" in convlens.attribute.METHODS
+
+
+def test_rise_finds_the_corner():
+    model = convlens.Model.wrap(_Corner(), mean=(0, 0, 0), std=(1, 1, 1), size=32)
+    x = torch.zeros(1, 3, 32, 32)
+    x[:, :, :8, :8] = 1
+    m = rise(model, x, 0, masks=300, cells=4, generator=torch.Generator().manual_seed(0),
+             engine="torch")[0]
+    assert m[:8, :8].mean() > 1.5 * m[16:, 16:].mean()
+
+
+def test_masks_are_smooth_and_keep_about_half():
+    m = rise_masks(200, (40, 30), cells=5, keep=0.5, generator=torch.Generator().manual_seed(0))
+    assert m.shape == (200, 40, 30) and 0.4 < float(m.mean()) < 0.6
+    assert float(m.min()) >= 0 and float(m.max()) <= 1
+    assert float((m[:, 1:] - m[:, :-1]).abs().max()) < 0.5  # bilinear upsampling: no hard cell edges
