@@ -24,6 +24,7 @@ from .attribute import (Unit, deconvnet, deletion_insertion, grabcut, grad_cam, 
 from .synthesize import (apply_fast_style, dream, invert, load_fast_style, multifaceted, style_transfer,
                          synthesize_texture, train_fast_style, visualize_class, visualize_unit)
 from .adversarial import attack, fgsm, fool, ifgsm, pgd, transfer, universal_perturbation
+from .study import corrupt, slice_accuracy
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,8 @@ __all__ = [
     "fool", "fgsm", "ifgsm", "pgd", "attack", "transfer", "universal_perturbation",
     # show
     "run_tour", "build_microscope",
+    # study
+    "slice_accuracy", "corrupt", "human_report",
 ]
 
 
@@ -56,6 +59,9 @@ def __getattr__(name: str):  # noqa: ANN202 -- the HTML side imports Jinja2 only
     if name == "run_tour":
         from .show.tour import run_tour
         return run_tour
+    if name == "human_report":  # Flask is an optional extra; the report itself does not need it
+        from .study.human import human_report
+        return human_report
     if name == "build_microscope":
         from .show.microscope import build_microscope
         return build_microscope

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["NORMS", "check_norm", "norms", "project", "quantize"]
+__all__ = ["NORMS", "check_norm", "norms", "project", "quantize", "quantize_into_ball"]
 
 NORMS = ("linf", "l2")
 
@@ -60,13 +60,13 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, norm: str =
     scale = torch.where(n > eps, eps / n.clamp_min(1e-30), torch.ones_like(n)).to(x.dtype)
     out = x + d * scale
     out = out.clamp(0, 1) if box else out
-    for _ in range(8):  # rounding may leave the norm a hair above eps: shrink those images a little more
-        n = _flat_l2((out - x).double())
+    for i in range(32):  # rounding may leave the norm a hair above eps: shrink those images a little more
+        n = _flat_l2(out.double() - x.double())  # the norm as a reader measures it: in float64 of the stored values
         bad = n > eps
         if not bool(bad.any()):
             break
-        shrink = torch.where(bad, eps / n * (1 - 1e-6), torch.ones_like(n)).to(x.dtype).view_as(scale)
-        out = x + (out - x) * shrink
+        shrink = torch.where(bad, eps / n * (1 - 1e-6 * 4 ** min(i, 10)), torch.ones_like(n)).to(x.dtype)
+        out = torch.where(bad.view_as(scale), x + (out - x) * shrink.view_as(scale), out)
         out = out.clamp(0, 1) if box else out
     return out
 
@@ -83,3 +83,58 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     Identical to ``to_pixels(to_pil(x))`` (see the tests), without touching the disk.
     """
     return (x.detach().float().clamp(0, 1) * 255).round().div(255).to(x.dtype)
+
+
+_LEVELS = torch.arange(256, dtype=torch.float32).div(255)  # exactly what reading an 8-bit PNG back gives
+
+
+def quantize_into_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, norm: str = "linf"
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 8-bit image to save: on the PNG grid ``k/255``, in [0, 1], and inside the eps-ball around ``x``.
+
+    Plain rounding (:func:`quantize`) can leave the ball by up to half a grey level (``eps=0.1`` saved as
+    26/255). Here ``linf`` picks, per pixel, the grid level nearest ``x_adv`` among those within ``eps`` of ``x``;
+    ``l2`` rounds ``x + s (x_adv - x)`` with the largest ``s`` in [0, 1] whose rounded image is inside the ball
+    (found by bisection). The check is made on the values a reader gets back (float32 ``k/255``, compared in
+    float64). Returns ``(images (N, 3, H, W), inside (N,) bool)``; ``inside`` is False only where no grid image
+    is within ``eps`` of ``x`` at all (``eps`` below half a grey level), and then the nearest one is returned.
+    """
+    levels = _LEVELS.to(x.device).double()
+    xd, ad = x.detach().double(), x_adv.detach().double().clamp(0, 1)
+
+    def nearest(v: torch.Tensor) -> torch.Tensor:
+        return (v.clamp(0, 1) * 255).round().long()
+
+    n = x.shape[0]
+    if eps is None:
+        k = nearest(ad)
+        return _LEVELS.to(x.device)[k].to(x.dtype), torch.ones(n, dtype=torch.bool, device=x.device)
+    check_norm(norm)
+    if norm == "linf":
+        lo = torch.searchsorted(levels, (xd - eps).contiguous())                 # first level >= x - eps
+        hi = torch.searchsorted(levels, (xd + eps).contiguous(), right=True) - 1  # last level <= x + eps
+        ok = lo <= hi
+        k = torch.where(ok, torch.minimum(torch.maximum(nearest(ad), lo), hi), nearest(xd))
+        q = levels[k]
+        inside = (q - xd).abs().flatten(1).amax(1) <= eps
+    else:
+        d = ad - xd
+        low = torch.zeros(n, dtype=torch.float64, device=x.device)
+        high = torch.ones_like(low)
+        shape = (-1,) + (1,) * (x.dim() - 1)
+
+        def at(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            k = nearest(xd + s.view(shape) * d)
+            return k, _flat_l2(levels[k] - xd) <= eps
+
+        k_best, ok_best = at(high)
+        for _ in range(30):
+            mid = (low + high) / 2
+            k_mid, ok_mid = at(mid)
+            low = torch.where(ok_mid, mid, low)
+            high = torch.where(ok_mid, high, mid)
+        k_low, ok_low = at(low)
+        k = torch.where(ok_best.view(shape), k_best, k_low)
+        q = levels[k]
+        inside = _flat_l2(q - xd) <= eps
+    return _LEVELS.to(x.device)[k].to(x.dtype), inside

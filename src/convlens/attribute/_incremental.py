@@ -305,7 +305,9 @@ class IncrementalPlan:
     def logits(self, patches: torch.Tensor, origins: list[tuple[int, int]]) -> torch.Tensor:
         """Logits for occluded copies given as ``patches`` (``B x 3 x h x w`` in pixel space: the occluded
         image inside the window box) at ``origins`` (top-left ``(y, x)`` of each box)."""
-        with torch.no_grad():
+        # the chain's modules are called one by one here: in eval mode, or batch norm would update its
+        # running statistics from the occluded crops (the user's network changed)
+        with torch.no_grad(), self.model.running():
             patch = self.model.preprocess.normalize(patches)
             ys = [o[0] for o in origins]
             xs = [o[1] for o in origins]

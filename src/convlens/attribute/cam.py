@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.taps import RuleReport
+from ..errors import UserError
 from ..models.model import Model
 from ._common import TargetLike, check_batch, resolve_targets, scores
 from .gradients import guided_backprop
@@ -51,9 +52,13 @@ def grad_cam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer:
     if not isinstance(t, torch.Tensor):
         raise ValueError("grad_cam needs class targets")
     layer = layer or model.layers.last_spatial()
+    model.layer(layer)  # an unknown name: one line with the closest names
+    if layer in model.layers and not model.layers[layer].spatial:
+        raise UserError(f"Grad-CAM needs a layer with a spatial map; {layer!r} has output shape "
+                        f"{tuple(model.layers[layer].shape)} (see `convlens layers --spatial-only`)")
     a, g = _layer_and_grad(model, x, t, layer)
     if a.dim() != 4:
-        raise ValueError(f"layer {layer!r} has no spatial map (output shape {tuple(a.shape[1:])})")
+        raise UserError(f"layer {layer!r} has no spatial map (output shape {tuple(a.shape[1:])})")
     cam = (g.mean((2, 3), keepdim=True) * a).sum(1).clamp(min=0)
     if upsample:
         cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]

@@ -62,6 +62,8 @@ def smoothgrad(model: Model, x: torch.Tensor, target: TargetLike = None, *, samp
     smooths guided backprop or DeconvNet instead; ``squared`` averages squared gradients (SmoothGrad-SQ).
     Noisy copies of all images run together in batches of ``batch_size``. Returns ``(N, 3, H, W)``.
     """
+    if samples < 1:
+        raise ValueError(f"smoothgrad needs at least 1 sample, got {samples}")
     x = check_batch(x)
     t = resolve_targets(model, x, target)
     n = x.shape[0]
@@ -106,6 +108,8 @@ def integrated_gradients(model: Model, x: torch.Tensor, target: TargetLike = Non
     in batches of ``batch_size``. Returns ``(N, 3, H, W)``; its sum over pixels approximates
     ``score(x) - score(baseline)`` (completeness).
     """
+    if steps < 1:
+        raise ValueError(f"integrated gradients needs at least 1 step, got {steps}")
     x = check_batch(x)
     t = resolve_targets(model, x, target)
     n = x.shape[0]

@@ -17,7 +17,7 @@ from .common import main
 # importing the area modules registers their commands on ``main``
 from . import basics  # noqa: E402,F401  isort: skip
 
-for _area in ("read", "attribute", "synthesize", "style", "adversarial", "show"):
+for _area in ("read", "attribute", "synthesize", "style", "adversarial", "show", "correspond", "study"):
     try:
         __import__(f"{__name__}.{_area}")
     except ModuleNotFoundError as _exc:  # an area that has no commands yet
@@ -25,22 +25,37 @@ for _area in ("read", "attribute", "synthesize", "style", "adversarial", "show")
             raise
 
 
-def run() -> None:
-    """Console entry point."""
+def _one_line(exc: click.ClickException) -> str:
+    """A click error as one line: ``convlens: error: COMMAND: message``."""
+    ctx, names = getattr(exc, "ctx", None), []
+    while ctx is not None and ctx.parent is not None:
+        names.insert(0, ctx.info_name or "")
+        ctx = ctx.parent
+    where = f"{' '.join(names)}: " if names else ""
+    text = " ".join(exc.format_message().split())
+    return f"convlens: error: {where}{text}"
+
+
+def run(args: list[str] | None = None) -> None:
+    """Console entry point (``args`` default to ``sys.argv[1:]``); always ends with ``sys.exit``."""
     try:
-        main.main(standalone_mode=False)
+        main.main(args=args, standalone_mode=False)
     except UserError as exc:
         click.echo(f"convlens: error: {exc}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("convlens: interrupted; what was finished is on disk", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(_one_line(exc), err=True)
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except KeyboardInterrupt:
         click.echo("convlens: interrupted; what was finished is on disk", err=True)
         sys.exit(130)
+    sys.exit(0)
 
 
 __all__ = ["main", "run"]

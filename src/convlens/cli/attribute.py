@@ -15,10 +15,11 @@ from ..attribute.cam import guided_grad_cam
 from ..attribute.gradients import guided_backprop
 from ..core.taps import RuleReport
 from ..errors import UserError
-from ..images import list_images
+from ..images import list_images, read_images
 from ..show.attribution import curves_figure, mask_figure, saliency_figure
 from ..show.figures import save
-from .common import main, model_options
+from ..results import atomic_write, save_array, save_image
+from .common import COUNT, main, model_options
 
 RAW = {"guided": guided_backprop, "guided_gradcam": guided_grad_cam}  # shown in colour
 ALL = list(METHODS)
@@ -48,6 +49,12 @@ def _options(method: str, run, samples: int, steps: int, window: int, stride: in
     return opts
 
 
+def _check_occluder(names: list[str], window: int, stride: int) -> None:
+    if "occlusion" in names and stride > window:
+        raise UserError(f"--stride {stride} is larger than --window {window}: pixels between the occluders "
+                        f"would never be covered")
+
+
 def _crop_info(model) -> dict:  # noqa: ANN001
     p = model.preprocess
     return {"size": list(p.size), "resize_shorter_side": p.resize, "center_crop": True,
@@ -62,10 +69,10 @@ def _crop_info(model) -> dict:  # noqa: ANN001
 @click.option("--target", default=None, help="Class index or name to explain [default: the predicted class].")
 @click.option("--unit", default=None, help="Explain a unit instead: LAYER:CHANNEL or LAYER:CHANNEL:Y:X.")
 @click.option("--compare", is_flag=True, help="Maps for the top-2 classes side by side (bias check).")
-@click.option("--samples", type=int, default=25, show_default=True, help="SmoothGrad noisy samples.")
-@click.option("--steps", type=int, default=50, show_default=True, help="Integrated-gradients steps.")
-@click.option("--window", type=int, default=32, show_default=True, help="Occluder side in pixels.")
-@click.option("--stride", type=int, default=8, show_default=True, help="Occluder stride in pixels.")
+@click.option("--samples", type=COUNT, default=25, show_default=True, help="SmoothGrad noisy samples.")
+@click.option("--steps", type=COUNT, default=50, show_default=True, help="Integrated-gradients steps.")
+@click.option("--window", type=COUNT, default=32, show_default=True, help="Occluder side in pixels.")
+@click.option("--stride", type=COUNT, default=8, show_default=True, help="Occluder stride in pixels.")
 @click.option("--layer", default=None, help="Grad-CAM layer [default: the last spatial layer].")
 def saliency_cmd(run, image: str, method: str, target: str | None, unit: str | None, compare: bool,  # noqa: ANN001
                  samples: int, steps: int, window: int, stride: int, layer: str | None) -> None:
@@ -73,6 +80,7 @@ def saliency_cmd(run, image: str, method: str, target: str | None, unit: str | N
     integrated gradients, Grad-CAM, guided Grad-CAM, occlusion), saved as <method>.npy and one figure."""
     model = run.model
     names = _methods(method)
+    _check_occluder(names, window, stride)
     if unit and (target or compare):
         raise UserError("--unit explains a unit; it cannot be combined with --target or --compare")
     x = model.load(image)
@@ -102,7 +110,7 @@ def saliency_cmd(run, image: str, method: str, target: str | None, unit: str | N
                 if name in RAW else None
             suffix = "" if len(targets) == 1 else f"_top{ti + 1}"
             path = run.out / f"{name}{suffix}.npy"
-            np.save(path, m.detach().cpu().numpy().astype(np.float32))
+            save_array(path, m.detach().cpu().numpy().astype(np.float32))
             entry["methods"][name] = {"map": path.name, "seconds": round(seconds, 4), "shape": list(m.shape),
                                       **{k: v for k, v in opts.items() if k != "generator"}}
             panels.append((name, m, raw))
@@ -137,10 +145,10 @@ def segment_cmd(run, image: str, method: str, target: str | None) -> None:  # no
     m = saliency(model, x, method, t)
     seg = grabcut(x, m)
     mask = seg.masks[0].numpy()
-    Image.fromarray((mask * 255).astype(np.uint8)).save(run.out / "mask.png")
+    save_image(Image.fromarray((mask * 255).astype(np.uint8)), run.out / "mask.png")
     save(model.preprocess.to_image(seg.cutout(x)[0]), run.out / "cutout.png")
     save(mask_figure(x[0], m[0], mask, title_text=f"{model.label(t)} ({t})"), run.out / "segment.png")
-    np.save(run.out / f"{method}.npy", m[0].cpu().numpy().astype(np.float32))
+    save_array(run.out / f"{method}.npy", m[0].cpu().numpy().astype(np.float32))
     click.echo(f"mask covers {float(seg.area[0]):.1%} of the image", err=True)
     run.save({"segment": {"image": str(image), "crop": _crop_info(model), "method": method, "target": t,
                           "label": model.label(t), "probability": float(probs[t]), "area": float(seg.area[0]),
@@ -152,10 +160,10 @@ def segment_cmd(run, image: str, method: str, target: str | None) -> None:  # no
 @model_options("evaluate-saliency")
 @click.option("--methods", default="gradient,guided,integrated,gradcam,occlusion,random,edge", show_default=True,
               help="Comma-separated methods (random and edge are the sanity floors), or all.")
-@click.option("--limit", type=int, default=50, show_default=True, help="Use at most this many images.")
-@click.option("--steps", type=int, default=50, show_default=True, help="Deletion / insertion steps.")
-@click.option("--window", type=int, default=32, show_default=True, help="Occluder side.")
-@click.option("--stride", type=int, default=8, show_default=True, help="Occluder stride.")
+@click.option("--limit", type=COUNT, default=50, show_default=True, help="Use at most this many images.")
+@click.option("--steps", type=COUNT, default=50, show_default=True, help="Deletion / insertion steps.")
+@click.option("--window", type=COUNT, default=32, show_default=True, help="Occluder side.")
+@click.option("--stride", type=COUNT, default=8, show_default=True, help="Occluder stride.")
 def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window: int,  # noqa: ANN001
                  stride: int) -> None:
     """Faithfulness of saliency methods on a folder of images: deletion / insertion AUC (Petsiuk et al. 2018)."""
@@ -166,16 +174,18 @@ def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window
     for b in ("random", "edge"):
         if b not in names:
             names.append(b)
+    _check_occluder(names, window, stride)
     files = list_images(dataset)[:limit]
     if not files:
         raise UserError(f"no images in {dataset}")
+    read = read_images(files, model.load)  # an unreadable or oversized file is skipped and listed
+    files, skipped = read.files, read.skipped_json()
     dele = {m: [] for m in names}
     ins = {m: [] for m in names}
     secs = {m: 0.0 for m in names}
     fractions = None
     gen = run.generator()
-    for f in tqdm(files, desc="images", unit="img"):
-        x = model.load(f)
+    for f, x in zip(tqdm(files, desc="images", unit="img"), read.items):
         t = model(x).argmax(-1)
         for name in names:
             opts = _options(name, run, 25, 50, window, stride, None)
@@ -197,7 +207,7 @@ def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window
                        "seconds_per_image": secs[name] / len(files)}
         r = table[name]
         click.echo(f"{name:<16} {r['deletion_auc']:>9.3f} {r['insertion_auc']:>9.3f} {r['seconds_per_image']:>7.2f}")
-    with open(run.out / "table.md", "w") as fh:
+    with atomic_write(run.out / "table.md", "w") as fh:
         fh.write("| method | deletion AUC (lower is better) | insertion AUC (higher is better) | s / image |\n")
         fh.write("|---|---|---|---|\n")
         for name, r in table.items():
@@ -207,4 +217,4 @@ def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window
                         {m: torch.stack(ins[m]).mean(0).tolist() for m in names},
                         title_text=f"{len(files)} images, {model.name}")
     save(fig, run.out / "curves.png")
-    run.save({"images": len(files), "methods": table, "steps": steps})
+    run.save({"images": len(files), "methods": table, "steps": steps, "skipped": skipped})

@@ -6,7 +6,7 @@ import click
 
 from ..images import list_images
 from ..models import available_models
-from .common import main, model_options
+from .common import COUNT, main, model_options
 
 
 @main.command("models")
@@ -40,7 +40,7 @@ def layers_cmd(run, spatial_only: bool) -> None:  # noqa: ANN001
 @main.command("predict")
 @click.argument("images", nargs=-1, required=True)
 @model_options("predict")
-@click.option("--top", type=int, default=5, show_default=True, help="How many classes to show per image.")
+@click.option("--top", type=COUNT, default=5, show_default=True, help="How many classes to show per image.")
 def predict_cmd(run, images: tuple[str, ...], top: int) -> None:  # noqa: ANN001
     """Top classes with probabilities for each image (a folder means every image in it)."""
     model = run.model

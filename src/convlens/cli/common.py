@@ -1,8 +1,16 @@
-"""What every command shares: the group, model / output / seed / device options, and loading helpers."""
+"""What every command shares: the group, model / output / seed / device options, loading helpers, and the one
+parameter-validation layer.
+
+Numbers are checked where click parses them, once, for every command: options declare one of the types below
+(:data:`COUNT` at least 1, :data:`NATURAL` at least 0, :func:`at_least`, :data:`POSITIVE` / :data:`NONNEGATIVE`
+/ :data:`FINITE` floats, :data:`FRACTION` for ``8/255``), and the group upgrades any plain float option to
+:data:`FINITE`, so ``nan`` and ``inf`` never reach a technique. A bad value is one line and exit status 2.
+"""
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +23,108 @@ from ..models import DEFAULT_MODEL, Model, load_model, resolve_device
 from ..results import out_dir, write_result
 from ..runtime import tune_allocator
 
-__all__ = ["main", "model_options", "Run", "parse_range", "parse_fraction"]
+__all__ = ["main", "model_options", "Run", "parse_range", "parse_fraction", "COUNT", "NATURAL", "POSITIVE",
+           "NONNEGATIVE", "FINITE", "FRACTION", "POSITIVE_FRACTION", "at_least", "FiniteFloat", "Fraction", "CheckedGroup"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class FiniteFloat(click.ParamType):
+    """A float that is finite (``nan`` and ``inf`` refused), optionally within ``[min, max]``."""
+
+    name = "float"
+
+    def __init__(self, min: float | None = None, max: float | None = None, *, min_open: bool = False) -> None:
+        self.min, self.max, self.min_open = min, max, min_open
+
+    def _range(self) -> str:
+        low = "" if self.min is None else f"{'>' if self.min_open else '>='}{self.min:g}"
+        high = "" if self.max is None else f"<={self.max:g}"
+        return " and ".join(p for p in (low, high) if p)
+
+    def check(self, v: float, value: Any, param: Any, ctx: Any) -> float:
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        low_bad = self.min is not None and (v <= self.min if self.min_open else v < self.min)
+        if low_bad or (self.max is not None and v > self.max):
+            self.fail(f"{value!r} is not in the range {self._range()}", param, ctx)
+        return v
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return self.check(v, value, param, ctx)
+
+    def __repr__(self) -> str:
+        return f"FiniteFloat({self._range() or 'any'})"
+
+
+class Fraction(FiniteFloat):
+    """A finite number written as a decimal (``0.03``) or a fraction (``8/255``)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return self.check(float(value), value, param, ctx)
+        try:
+            text = str(value)
+            if "/" in text:
+                a, b = text.split("/", 1)
+                v = float(a) / float(b)
+            else:
+                v = float(text)
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"{value!r} is not a number such as 8/255 or 0.03", param, ctx)
+        return self.check(v, value, param, ctx)
+
+
+def at_least(n: int) -> click.IntRange:
+    """An integer option that must be ``>= n``."""
+    return click.IntRange(min=n)
+
+
+COUNT = click.IntRange(min=1)          # how many of something: steps, samples, images, pixels of a side
+NATURAL = click.IntRange(min=0)        # an index or a count where 0 means "none"
+FINITE = FiniteFloat()                 # any finite float
+POSITIVE = FiniteFloat(0.0, min_open=True)
+NONNEGATIVE = FiniteFloat(0.0)
+FRACTION = Fraction(0.0)               # 8/255 or 0.03, at least 0
+POSITIVE_FRACTION = Fraction(0.0, min_open=True)  # eps, step sizes: 8/255 or 0.03, above 0
+
+
+def _checked(cmd: click.Command) -> click.Command:
+    """Give every plain float option of ``cmd`` (and its sub-commands) the finite check."""
+    for p in cmd.params:
+        if p.type is click.FLOAT or type(p.type) is click.types.FloatParamType:
+            p.type = FINITE
+    for sub in getattr(cmd, "commands", {}).values():
+        _checked(sub)
+    return cmd
+
+
+class CheckedGroup(click.Group):
+    """The command group: every command added to it gets its float options checked for ``nan`` / ``inf``."""
+
+    group_class = type  # sub-groups are CheckedGroups too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:  # noqa: D102
+        super().add_command(_checked(cmd), name)
+
+
+def _image_limit(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None:
+        from ..images import set_max_image_pixels
+
+        set_max_image_pixels(value)
+    return value
+
+
+@click.group(cls=CheckedGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="convlens")
+@click.option("--max-image-pixels", type=NATURAL, default=None, callback=_image_limit, expose_value=False,
+              is_eager=True, help="Largest image (width x height) any command decodes [default: 89478485, "
+                                  "Pillow's decompression-bomb limit]; 0: no limit.")
 def main() -> None:
     """convlens: see what a convolutional network has learned and why it decides what it decides."""
     tune_allocator()
@@ -73,7 +178,7 @@ def model_options(command: str, *, model_arg: bool = False) -> Callable[[Callabl
             click.option("--device", default="cpu", show_default=True, help="auto | cpu | cuda | mps."),
             click.option("--out", type=click.Path(file_okay=False), default=None,
                          help=f"Output folder [default: convlens-out/{command}/]."),
-            click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+            click.option("--seed", type=NATURAL, default=0, show_default=True, help="Random seed."),
         ]
         if model_arg:
             opts.append(click.argument("model", default=DEFAULT_MODEL, required=False))
@@ -108,14 +213,21 @@ def parse_range(text: str, limit: int | None = None) -> list[int]:
     return out
 
 
-def parse_fraction(text: str) -> float:
-    """``"8/255"`` or ``"0.03"`` -> a float."""
+def parse_fraction(text: str | float) -> float:
+    """``"8/255"`` or ``"0.03"`` (or a number already parsed by :data:`FRACTION`) -> a finite float >= 0."""
     from ..errors import UserError
 
-    try:
-        if "/" in text:
-            a, b = text.split("/", 1)
-            return float(a) / float(b)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise UserError(f"cannot read {text!r} as a number such as 8/255 or 0.03") from None
+    if isinstance(text, (int, float)):
+        v = float(text)
+    else:
+        try:
+            if "/" in text:
+                a, b = text.split("/", 1)
+                v = float(a) / float(b)
+            else:
+                v = float(text)
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"cannot read {text!r} as a number such as 8/255 or 0.03") from None
+    if not math.isfinite(v) or v < 0:
+        raise UserError(f"{text!r} must be a finite number >= 0")
+    return v

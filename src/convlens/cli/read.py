@@ -30,12 +30,12 @@ from ..read import (
 )
 from ..read.reducers import PooledFeatures
 from ..show.figures import save
-from .common import main, model_options, parse_range
+from .common import COUNT, NATURAL, main, model_options, parse_range
 
 _DATASET = click.argument("dataset", type=click.Path(exists=True))
 _CACHE = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                       help="Keep pooled features here and reuse them next time [default: OUT/cache].")
-_LIMIT = click.option("--limit", type=int, default=None, help="Use only this many images (spread over the dataset).")
+_LIMIT = click.option("--limit", type=COUNT, default=None, help="Use only this many images (spread over the dataset).")
 
 
 def _cache(run, cache_dir: str | None) -> Path:
@@ -47,8 +47,8 @@ def _cache(run, cache_dir: str | None) -> Path:
 @click.option("--layer", "-l", default=None, help="A Conv2d layer [default: the first one] or a Linear layer.")
 @click.option("--scaling", type=click.Choice(["filter", "global"]), default="filter", show_default=True,
               help="Scale each tile on its own, or all with one scale.")
-@click.option("--max-out", type=int, default=64, show_default=True, help="At most this many output channels.")
-@click.option("--max-in", type=int, default=16, show_default=True, help="At most this many input channels.")
+@click.option("--max-out", type=COUNT, default=64, show_default=True, help="At most this many output channels.")
+@click.option("--max-in", type=COUNT, default=16, show_default=True, help="At most this many input channels.")
 @click.option("--template-shape", default="3x32x32", show_default=True,
               help="For a Linear layer reading an image: that image's CxHxW.")
 def filters_cmd(run, layer: str | None, scaling: str, max_out: int, max_in: int,
@@ -79,7 +79,7 @@ def filters_cmd(run, layer: str | None, scaling: str, max_out: int, max_in: int,
 @click.argument("image", type=click.Path())
 @model_options("activations")
 @click.option("--layer", "-l", required=True, help="Layer name (see `convlens layers`).")
-@click.option("--max-channels", type=int, default=256, show_default=True)
+@click.option("--max-channels", type=COUNT, default=256, show_default=True)
 def activations_cmd(run, image: str, layer: str, max_channels: int) -> None:
     """Every channel's activation map of one image at a layer, the input beside it; all-zero maps framed red."""
     acts = activation_maps(run.model, image, layer)
@@ -95,7 +95,7 @@ def activations_cmd(run, image: str, layer: str, max_channels: int) -> None:
 @click.option("--query", "-q", "queries", multiple=True, required=True, type=click.Path(),
               help="Query image (repeat for several).")
 @click.option("--layer", "-l", default=None, help="Feature layer [default: the CNN code before the classifier].")
-@click.option("--k", type=int, default=8, show_default=True, help="Neighbours per query.")
+@click.option("--k", type=COUNT, default=8, show_default=True, help="Neighbours per query.")
 @_CACHE
 def neighbors_cmd(run, dataset: str, queries: tuple[str, ...], layer: str | None, k: int,
                   cache_dir: str | None) -> None:
@@ -116,8 +116,8 @@ def neighbors_cmd(run, dataset: str, queries: tuple[str, ...], layer: str | None
 @model_options("embed")
 @click.option("--layer", "-l", default=None, help="Feature layer [default: the CNN code before the classifier].")
 @click.option("--method", type=click.Choice(["tsne", "pca", "umap"]), default="tsne", show_default=True)
-@click.option("--grid", "grid_side", type=int, default=None, help="Mosaic side G [default: ceil(sqrt(N))].")
-@click.option("--cell", type=int, default=40, show_default=True, help="Mosaic cell size in pixels.")
+@click.option("--grid", "grid_side", type=COUNT, default=None, help="Mosaic side G [default: ceil(sqrt(N))].")
+@click.option("--cell", type=COUNT, default=40, show_default=True, help="Mosaic cell size in pixels.")
 @click.option("--exact", is_flag=True, help="openTSNE's default schedule instead of the fast one.")
 @_LIMIT
 @_CACHE
@@ -151,16 +151,23 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
 @model_options("top-patches")
 @click.option("--layer", "-l", required=True, help="A layer with a spatial map.")
 @click.option("--channels", "-c", default="0-15", show_default=True, help="Channels, e.g. 0-15 or 3,7,9.")
-@click.option("--k", type=int, default=9, show_default=True, help="Patches per channel.")
+@click.option("--k", type=COUNT, default=9, show_default=True, help="Patches per channel.")
 @click.option("--guided", is_flag=True, help="Beside each patch, its unit's guided-backprop image.")
+@click.option("--direction", "directions", multiple=True, type=click.Choice(["unit", "random", "pca"]),
+              help="Top patches along random / principal directions of the layer, beside single units, from one "
+                   "scan, with their class coherence (Szegedy et al. 2014). Repeat for several.")
+@click.option("--count", type=int, default=8, show_default=True, help="With --direction: directions of each kind.")
 @_LIMIT
 @_CACHE
 def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided: bool,
-                    limit: int | None, cache_dir: str | None) -> None:
+                    directions: tuple[str, ...], count: int, limit: int | None, cache_dir: str | None) -> None:
     """For each channel, the k dataset patches that activate it most, cropped to the unit's receptive field."""
     model = run.model
     info = model.layers[layer]
     chans = parse_range(channels, info.channels if info.spatial else None)
+    if directions:
+        _directions(run, dataset, layer, chans, k, directions, count, limit)
+        return
     tp = top_patches(model, load_dataset(dataset, limit=limit), layer, channels=chans, k=k)
     g = None
     if guided:
@@ -176,10 +183,10 @@ def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided
 @_DATASET
 @model_options("receptive-field")
 @click.option("--layer", "-l", required=True, help="A layer with a spatial map.")
-@click.option("--channel", "-c", type=int, required=True, help="The channel whose unit to measure.")
-@click.option("--images", "n_images", type=int, default=8, show_default=True, help="Top images to average over.")
-@click.option("--occluder", type=int, default=11, show_default=True, help="Random occluder side in pixels.")
-@click.option("--stride", type=int, default=None, help="Occluder step [default: about RF/20].")
+@click.option("--channel", "-c", type=NATURAL, required=True, help="The channel whose unit to measure.")
+@click.option("--images", "n_images", type=COUNT, default=8, show_default=True, help="Top images to average over.")
+@click.option("--occluder", type=COUNT, default=11, show_default=True, help="Random occluder side in pixels.")
+@click.option("--stride", type=COUNT, default=None, help="Occluder step [default: about RF/20].")
 @_LIMIT
 @_CACHE
 def receptive_field_cmd(run, dataset: str, layer: str, channel: int, n_images: int, occluder: int,
@@ -216,3 +223,49 @@ def dead_units_cmd(run, dataset: str, layers: tuple[str, ...], limit: int | None
     run.save({"images": out.images, "engine": out.engine, "skipped": out.skipped, "layers": {
         name: {"channels": d.channels, "dead": d.dead, "fraction": d.fraction,
                "silent_fraction": d.silent_fraction.round(4).tolist()} for name, d in dead.items()}})
+
+
+def _directions(run, dataset: str, layer: str, chans: list[int], k: int, kinds: tuple[str, ...], count: int,
+                limit: int | None) -> None:
+    """``top-patches --direction``: units, random and principal directions from one scan, with coherence."""
+    from ..read import crop_patches
+    from ..read.directions import units_vs_directions
+    from ..show.correspond import directions_figure
+
+    model = run.model
+    if not model.layers[layer].spatial:
+        raise UserError(f"layer {layer!r} has no spatial map (output {model.layers[layer].shape}); "
+                        "pick a convolutional layer")
+    if count < 1:
+        raise UserError(f"--count must be at least 1, got {count}")
+    want = ["unit", *[d for d in kinds if d != "unit"]]
+    st = units_vs_directions(model, load_dataset(dataset, limit=limit), [layer], kinds=want, count=count, k=k,
+                             units=chans[:count], seed=run.seed)
+    dt = st.layers[layer]
+    tp = crop_patches(model, dt.top)
+    save(directions_figure(dt, tp), run.out / "directions.png", max_kb=600)
+    coh = dt.coherence
+    if coh is not None:
+        click.echo(f"{layer}: class coherence of the top {k} images ({coh.source}; classifier space = rows of "
+                   f"the final linear layer)")
+        click.echo(f"{'kind':<8}{'n':>5}{'same-class pairs':>18}{'near-class pairs':>18}{'classifier similarity':>24}")
+        for r in st.table():
+            click.echo(f"{r[1]:<8}{r[2]:>5}{r[3]:>11.3f} +-{r[4]:.3f}{r[5]:>11.3f} +-{r[6]:.3f}{r[7]:>17.3f} +-{r[8]:.3f}")
+    ds = dt.directions
+    run.save({"layer": layer, "receptive_field": list(tp.rf_size), "images": st.images, "kinds": want,
+              "coherence": None if coh is None else {
+                  "classes": coh.source, "k": coh.k, "chance_same_class": list(coh.chance_same_class),
+                  "chance_similarity": list(coh.chance_similarity),
+                  "chance_near_class": list(coh.chance_near_class), "near": coh.near,
+                  "table": [dict(zip(["layer", "kind", "n", "same_class", "same_class_sem", "near_class",
+                                      "near_class_sem", "similarity", "similarity_sem"], row))
+                            for row in st.table()]},
+              "directions": [
+                  {"kind": ds.kind[i], "index": ds.index[i], "label": ds.label(i), "explained": ds.explained[i],
+                   "same_class": None if coh is None else coh.same_class[i],
+                   "near_class": None if coh is None else coh.near_class[i],
+                   "similarity": None if coh is None else coh.similarity[i],
+                   "flat": None if coh is None else bool(coh.flat[i]),
+                   "patches": [{"file": str(p.file), "value": p.value, "box": list(p.box), "unit": [p.y, p.x]}
+                               for p in tp.patches[i]]}
+                  for i in range(len(ds.kind))]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import main, model_options
+from .common import COUNT, NATURAL, at_least, main, model_options
 
 
 def _section_progress(i: int, n: int, res) -> None:  # noqa: ANN001
@@ -43,12 +43,12 @@ def tour_cmd(run, images: str | None, quick: bool, only: str | None, style: str 
 @click.argument("dataset", type=click.Path(exists=True))
 @model_options("microscope")
 @click.option("--layers", default=None, help="Comma-separated layer names [default: three spread over the depth].")
-@click.option("--k", "k", type=int, default=9, show_default=True, help="Top patches per channel.")
-@click.option("--max-channels", type=int, default=None, help="Only the first N channels of each layer get pages.")
-@click.option("--vis-steps", type=int, default=48, show_default=True,
+@click.option("--k", "k", type=COUNT, default=9, show_default=True, help="Top patches per channel.")
+@click.option("--max-channels", type=COUNT, default=None, help="Only the first N channels of each layer get pages.")
+@click.option("--vis-steps", type=NATURAL, default=48, show_default=True,
               help="Feature-visualization steps per channel (0: none).")
-@click.option("--vis-size", type=int, default=96, show_default=True, help="Feature-visualization side in pixels.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Scan batch size.")
+@click.option("--vis-size", type=at_least(16), default=96, show_default=True, help="Feature-visualization side in pixels.")
+@click.option("--batch-size", type=COUNT, default=32, show_default=True, help="Scan batch size.")
 def microscope_cmd(run, dataset: str, layers: str | None, k: int, max_channels: int | None, vis_steps: int,  # noqa: ANN001
                    vis_size: int, batch_size: int) -> None:
     """One scan of DATASET, then a static site: layers, a page per layer and a page per channel (resumable)."""

@@ -11,7 +11,9 @@ import torch
 from ..errors import UserError
 from ..images import list_images, load_image, to_pil, to_pixels
 from ..models import DEFAULT_MODEL
-from .common import main, model_options
+from ..interrupts import Interrupted
+from ..results import output_names, save_image
+from .common import COUNT, NATURAL, NONNEGATIVE, POSITIVE, at_least, main, model_options
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -64,9 +66,9 @@ def _progress(total: int, desc: str):
 @click.option("--layers", default=None, help="Comma-separated layers [default: first layer at each resolution, "
                                              "before its activation].")
 @click.option("--layers-sweep", is_flag=True, help="Also render shallow-to-deep layer sets side by side.")
-@click.option("--steps", type=int, default=300, show_default=True, help="L-BFGS function evaluations.")
-@click.option("--sample-size", type=int, default=256, show_default=True, help="Longer side the sample is measured at.")
-@click.option("--tv-weight", type=float, default=0.05, show_default=True, help="Total-variation weight.")
+@click.option("--steps", type=COUNT, default=300, show_default=True, help="L-BFGS function evaluations.")
+@click.option("--sample-size", type=COUNT, default=256, show_default=True, help="Longer side the sample is measured at.")
+@click.option("--tv-weight", type=NONNEGATIVE, default=0.05, show_default=True, help="Total-variation weight.")
 def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_sweep: bool, steps: int,
                 sample_size: int, tv_weight: float) -> None:
     """Synthesise a texture of any size from noise whose Gram matrices match SAMPLE (Gatys et al. 2015)."""
@@ -84,7 +86,7 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
                                  sample_size=sample_size, callback=cb)
     finally:
         bar.close()
-    to_pil(res.image).save(run.out / "texture.png")
+    save_image(to_pil(res.image), run.out / "texture.png")
     panels = [(to_pil(measured), f"sample {measured.shape[-1]}x{measured.shape[-2]}"),
               (to_pil(res.image), f"synthesised {hw[1]}x{hw[0]} ({model.name})")]
     save(side_by_side(panels, title_text="Gram-matrix texture synthesis"), run.out / "texture_figure.png")
@@ -113,19 +115,19 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
 @click.argument("styles", nargs=-1, required=True)
 @model_options("style")
 @click.option("--style-weights", default=None, help="Blend weights of several styles, e.g. 0.7,0.3 [default: equal].")
-@click.option("--content-weight", type=float, default=1.0, show_default=True)
-@click.option("--style-weight", type=float, default=None, help="[default: 3 on the embedded model, 10 otherwise]")
-@click.option("--tv-weight", type=float, default=None, help="[default: 0.2]")
-@click.option("--style-scale", type=float, default=1.0, show_default=True,
+@click.option("--content-weight", type=NONNEGATIVE, default=1.0, show_default=True)
+@click.option("--style-weight", type=NONNEGATIVE, default=None, help="[default: 3 on the embedded model, 10 otherwise]")
+@click.option("--tv-weight", type=NONNEGATIVE, default=None, help="[default: 0.2]")
+@click.option("--style-scale", type=POSITIVE, default=1.0, show_default=True,
               help="Style image's size relative to the output (bigger = larger strokes).")
 @click.option("--init", "init", type=click.Choice(["noise", "content"]), default="content", show_default=True)
 @click.option("--original-colors", is_flag=True, help="Transfer luminance only; keep the content's colours.")
-@click.option("--size", type=int, default=256, show_default=True, help="Longer side of the output.")
-@click.option("--steps", type=int, default=200, show_default=True, help="L-BFGS steps in all.")
-@click.option("--octaves", type=int, default=None, help="Coarse-to-fine levels [default: 1, +1 per doubling above 384].")
+@click.option("--size", type=at_least(16), default=256, show_default=True, help="Longer side of the output.")
+@click.option("--steps", type=COUNT, default=200, show_default=True, help="L-BFGS steps in all.")
+@click.option("--octaves", type=COUNT, default=None, help="Coarse-to-fine levels [default: 1, +1 per doubling above 384].")
 @click.option("--style-layers", default=None, help="Comma-separated style layers [default: from the layer index].")
 @click.option("--content-layer", default=None, help="Content layer [default: from the layer index].")
-@click.option("--dream", type=float, default=0.0, show_default=True, help="Weight of a DeepDream term on top.")
+@click.option("--dream", type=NONNEGATIVE, default=0.0, show_default=True, help="Weight of a DeepDream term on top.")
 def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | None, content_weight: float,
               style_weight: float | None, tv_weight: float | None, style_scale: float, init: str,
               original_colors: bool, size: int, steps: int, octaves: int | None, style_layers: str | None,
@@ -151,9 +153,17 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
                              original_colors=original_colors, size=size, steps=steps, octaves=octaves,
                              style_layers_=_layers(style_layers), content_layer_=content_layer, dream_weight=dream,
                              seed=run.seed, callback=cb)
+    except Interrupted as stop:  # Ctrl-C: keep the last finished step, say so in result.json, exit 130
+        part = stop.partial
+        save_image(to_pil(part.image), run.out / "stylized.png")
+        run.save({"interrupted": True, "steps": part.steps, "seconds": round(part.seconds, 3),
+                  "content_layer": part.content_layer, "style_layers": part.style_layers,
+                  "size": [part.image.shape[-1], part.image.shape[-2]], "octaves": octaves,
+                  "files": ["stylized.png"]})
+        raise
     finally:
         bar.close()
-    to_pil(res.image).save(run.out / "stylized.png")
+    save_image(to_pil(res.image), run.out / "stylized.png")
     h = res.image.shape[-2]
     names = [Path(s).stem for s in styles]
     if weights:
@@ -183,22 +193,22 @@ def fast_style_group() -> None:
 @click.option("--model", "-m", "model_spec", default=DEFAULT_MODEL, show_default=True, help="Loss network.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local state dict for the loss network.")
 @click.option("--device", default="cpu", show_default=True, help="auto | cpu | cuda | mps.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--epochs", type=int, default=2, show_default=True)
-@click.option("--steps", type=int, default=None, help="Stop after this many steps in all (overrides --epochs).")
-@click.option("--time-limit", type=float, default=None, help="Stop after this many seconds in all.")
-@click.option("--size", type=int, default=256, show_default=True, help="Training crop side.")
-@click.option("--style-size", type=int, default=None, help="Longer side of the style images [default: --size].")
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--content-weight", type=float, default=1.0, show_default=True)
-@click.option("--style-weight", type=float, default=None, help="[default: the style command's default for the model]")
-@click.option("--tv-weight", type=float, default=None, help="[default: the style command's default]")
-@click.option("--width", type=int, default=32, show_default=True, help="Channels after the first downsampling.")
-@click.option("--blocks", type=int, default=5, show_default=True, help="Residual blocks.")
-@click.option("--style-layer-count", type=int, default=5, show_default=True,
+@click.option("--seed", type=NATURAL, default=0, show_default=True, help="Random seed.")
+@click.option("--epochs", type=COUNT, default=2, show_default=True)
+@click.option("--steps", type=COUNT, default=None, help="Stop after this many steps in all (overrides --epochs).")
+@click.option("--time-limit", type=POSITIVE, default=None, help="Stop after this many seconds in all.")
+@click.option("--size", type=at_least(16), default=256, show_default=True, help="Training crop side.")
+@click.option("--style-size", type=at_least(16), default=None, help="Longer side of the style images [default: --size].")
+@click.option("--batch-size", type=COUNT, default=4, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--content-weight", type=NONNEGATIVE, default=1.0, show_default=True)
+@click.option("--style-weight", type=NONNEGATIVE, default=None, help="[default: the style command's default for the model]")
+@click.option("--tv-weight", type=NONNEGATIVE, default=None, help="[default: the style command's default]")
+@click.option("--width", type=COUNT, default=32, show_default=True, help="Channels after the first downsampling.")
+@click.option("--blocks", type=COUNT, default=5, show_default=True, help="Residual blocks.")
+@click.option("--style-layer-count", type=COUNT, default=5, show_default=True,
               help="Use the first N default style layers (fewer = cheaper steps).")
-@click.option("--checkpoint-every", type=int, default=100, show_default=True)
+@click.option("--checkpoint-every", type=COUNT, default=100, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint beside --out.")
 def fast_train_cmd(styles: tuple[str, ...], images: str, out: str, model_spec: str, weights: str | None,
                    device: str, seed: int, epochs: int, steps: int | None, time_limit: float | None, size: int,
@@ -292,12 +302,12 @@ def _loss_curve(history: list[dict], path: Path, save) -> None:
 @click.argument("model_file", metavar="MODEL.pt")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--mix", default=None, help="Mix the network's styles, e.g. 0.5,0.5.")
-@click.option("--style", "style_index", type=int, default=0, show_default=True, help="Style index (without --mix).")
-@click.option("--max-side", type=int, default=None, help="Resize the longer side to at most this first.")
+@click.option("--style", "style_index", type=NATURAL, default=0, show_default=True, help="Style index (without --mix).")
+@click.option("--max-side", type=COUNT, default=None, help="Resize the longer side to at most this first.")
 @click.option("--device", default="cpu", show_default=True, help="auto | cpu | cuda | mps.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder [default: convlens-out/fast-style-apply/].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (the network is deterministic).")
+@click.option("--seed", type=NATURAL, default=0, show_default=True, help="Random seed (the network is deterministic).")
 def fast_apply_cmd(model_file: str, images: tuple[str, ...], mix: str | None, style_index: int,
                    max_side: int | None, device: str, out: str | None, seed: int) -> None:
     """Stylise IMAGES (files or folders) in one forward pass each. MODEL.pt may be `pretrained` (ships with convlens)."""
@@ -313,21 +323,32 @@ def fast_apply_cmd(model_file: str, images: tuple[str, ...], mix: str | None, st
     files = list_images(images)
     if not files:
         raise UserError("no images given")
+    if not weights and not 0 <= style_index < net.n_styles:
+        raise UserError(f"--style {style_index} out of range: {path} has styles 0-{net.n_styles - 1}")
     folder = out_dir(out, "fast-style-apply")
+    names = dict(zip(files, output_names(files, tag="_stylized")))  # a/x.jpg, b/x.jpg -> a/x_stylized.png, ...
     rows = []
+    skipped: list[dict[str, str]] = []
     for f in files:
-        x = _pixels(str(f))
+        try:
+            x = _pixels(str(f))
+        except UserError as exc:  # skip-and-report, like every folder command
+            skipped.append({"file": str(f), "reason": str(exc)})
+            click.echo(f"skipped {f}: {exc}", err=True)
+            continue
         t = time.perf_counter()
         y = apply_fast_style(net, x, style=weights if weights else style_index, max_side=max_side)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         sec = time.perf_counter() - t
-        name = f"{f.stem}_stylized.png"
-        to_pil(y).save(folder / name)
+        name = names[f]
+        save_image(to_pil(y), folder / name)
         rows.append({"file": str(f), "output": name, "seconds": round(sec, 4), "size": [y.shape[-1], y.shape[-2]]})
         click.echo(f"{f} -> {folder / name} ({sec:.3f} s)")
+    if not rows:
+        raise UserError(f"none of the {len(files)} image(s) could be read (first: {skipped[0]['reason']})")
     write_result(folder, "fast-style-apply", {
         "images": rows, "seconds_per_image": round(sum(r["seconds"] for r in rows) / len(rows), 4),
-        "styles": config.styles, "mix": weights}, model=str(path), device=str(dev), seed=seed,
+        "styles": config.styles, "mix": weights, "skipped": skipped}, model=str(path), device=str(dev), seed=seed,
         seconds=round(time.perf_counter() - started, 3))
     click.echo(f"wrote {folder}/ (result.json)", err=True)

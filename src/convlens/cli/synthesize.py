@@ -17,7 +17,8 @@ from ..show.figures import grid, save, side_by_side
 from ..synthesize.dream import default_dream_layer, dream, photo_pixels
 from ..synthesize.invert import default_invert_layers, invert
 from ..synthesize.visualize import PRESETS, judge_probs, multifaceted, preset, visualize_class, visualize_unit
-from .common import Run, main, model_options, parse_range
+from ..results import save_image
+from .common import COUNT, FiniteFloat, NATURAL, NONNEGATIVE, POSITIVE, Run, main, model_options, parse_range
 
 
 def _slug(text: str) -> str:
@@ -64,11 +65,11 @@ _common = [
                  help="simonyan (plain ascent + L2), yosinski (blur, decay, clipping), lucid (Fourier + transforms)."),
     click.option("--param", type=click.Choice(["pixel", "fft"]), default=None,
                  help="Image parametrisation [default: the preset's]."),
-    click.option("--steps", type=int, default=None, help="Optimisation steps [default: the preset's]."),
-    click.option("--lr", type=float, default=None, help="Step size [default: the preset's]."),
+    click.option("--steps", type=COUNT, default=None, help="Optimisation steps [default: the preset's]."),
+    click.option("--lr", type=POSITIVE, default=None, help="Step size [default: the preset's]."),
     click.option("--judge", multiple=True, help="Networks that score the saved PNGs (e.g. efficientnet_lite2); "
                                                 "repeatable."),
-    click.option("--snapshots", type=int, default=0, help="Also write an animation (GIF) with a frame every N steps."),
+    click.option("--snapshots", type=NATURAL, default=0, help="Also write an animation (GIF) with a frame every N steps."),
 ]
 
 
@@ -82,7 +83,7 @@ def _gif(run: Run, snapshots: list[torch.Tensor], final: torch.Tensor, name: str
     if not snapshots:
         return None
     frames = [grid([to_pil(s[i]) for i in range(s.shape[0])]) for s in snapshots + [final.cpu()]]
-    frames[0].save(run.out / name, save_all=True, append_images=frames[1:], duration=120, loop=0)
+    save_image(frames[0], run.out / name, save_all=True, append_images=frames[1:], duration=120, loop=0)
     return name
 
 
@@ -117,9 +118,9 @@ def vars_of(p: Any) -> dict[str, Any]:
 @main.command("visualize-unit")
 @model_options("visualize-unit", model_arg=True)
 @click.option("--layer", required=True, help="Layer name (see `convlens layers`).")
-@click.option("--channel", type=int, default=None, help="One channel.")
+@click.option("--channel", type=NATURAL, default=None, help="One channel.")
 @click.option("--channels", default=None, help="Several channels, e.g. 0-15 (also writes grid.png).")
-@click.option("--neuron", nargs=2, type=int, default=None, help="Y X: one neuron of each channel, not the mean.")
+@click.option("--neuron", nargs=2, type=NATURAL, default=None, help="Y X: one neuron of each channel, not the mean.")
 @_with_common
 def visualize_unit_cmd(run: Run, layer: str, channel: int | None, channels: str | None,
                        neuron: tuple[int, int] | None, preset_name: str, param: str | None, steps: int | None,
@@ -152,7 +153,7 @@ def visualize_unit_cmd(run: Run, layer: str, channel: int | None, channels: str 
 @model_options("multifaceted", model_arg=True)
 @click.option("--class", "cls", required=True, help="Class name or index.")
 @click.option("--images", "folder", required=True, help="Folder (or file) of the class's photos.")
-@click.option("--k", type=int, default=4, show_default=True, help="Number of facets (k-means clusters).")
+@click.option("--k", type=COUNT, default=4, show_default=True, help="Number of facets (k-means clusters).")
 @click.option("--layer", default=None, help="Layer whose pooled features are clustered [default: penultimate].")
 @_with_common
 def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None, preset_name: str,
@@ -183,13 +184,13 @@ def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None,
 @click.argument("image")
 @model_options("dream")
 @click.option("--layer", default=None, help="Layer whose activation norm grows [default: the stage output at 2/3 depth].")
-@click.option("--octaves", type=int, default=4, show_default=True)
-@click.option("--octave-scale", type=float, default=1.4, show_default=True)
-@click.option("--steps", type=int, default=10, show_default=True, help="Steps per octave.")
-@click.option("--jitter", type=int, default=32, show_default=True, help="Largest random roll, pixels.")
-@click.option("--step-size", type=float, default=1.5, show_default=True, help="Step on a 0-255 scale.")
+@click.option("--octaves", type=COUNT, default=4, show_default=True)
+@click.option("--octave-scale", type=FiniteFloat(1.0), default=1.4, show_default=True)
+@click.option("--steps", type=COUNT, default=10, show_default=True, help="Steps per octave.")
+@click.option("--jitter", type=NATURAL, default=32, show_default=True, help="Largest random roll, pixels.")
+@click.option("--step-size", type=POSITIVE, default=1.5, show_default=True, help="Step on a 0-255 scale.")
 @click.option("--guide", default=None, help="Guide image: grow what it shows instead.")
-@click.option("--max-side", type=int, default=512, show_default=True, help="Longer side of the photo is capped.")
+@click.option("--max-side", type=COUNT, default=512, show_default=True, help="Longer side of the photo is capped.")
 def dream_cmd(run: Run, image: str, layer: str | None, octaves: int, octave_scale: float, steps: int, jitter: int,
               step_size: float, guide: str | None, max_side: int) -> None:
     """DeepDream (Mordvintsev 2015) as in the original notebook: octaves, jitter, L1-normalised ascent."""
@@ -213,10 +214,10 @@ def dream_cmd(run: Run, image: str, layer: str | None, octaves: int, octave_scal
 @click.option("--layer", default=None, help="One layer.")
 @click.option("--layers", default=None,
               help="Several layers side by side, comma separated [default: the stem and four stages].")
-@click.option("--tv", type=float, default=None, help="Weight of the total-variation prior [0.05 L-BFGS, 0.5 Adam].")
-@click.option("--beta", type=float, default=2.0, show_default=True, help="Exponent of the total variation.")
-@click.option("--alpha-weight", type=float, default=None, help="Weight of the alpha-norm prior [0.1 L-BFGS, 1 Adam].")
-@click.option("--steps", type=int, default=None, help="Steps per layer [100 L-BFGS, 200 Adam].")
+@click.option("--tv", type=NONNEGATIVE, default=None, help="Weight of the total-variation prior [0.05 L-BFGS, 0.5 Adam].")
+@click.option("--beta", type=POSITIVE, default=2.0, show_default=True, help="Exponent of the total variation.")
+@click.option("--alpha-weight", type=NONNEGATIVE, default=None, help="Weight of the alpha-norm prior [0.1 L-BFGS, 1 Adam].")
+@click.option("--steps", type=COUNT, default=None, help="Steps per layer [100 L-BFGS, 200 Adam].")
 @click.option("--optimizer", type=click.Choice(["auto", "adam", "lbfgs"]), default="auto", show_default=True,
               help="auto: L-BFGS for stride-2 layers, Adam with jitter deeper.")
 def invert_cmd(run: Run, image: str, layer: str | None, layers: str | None, tv: float | None, beta: float,

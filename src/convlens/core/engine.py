@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..interrupts import deferred_interrupt
 from ..models.model import Model
 from .cache import cache_key
 from .taps import Tap
@@ -127,9 +128,17 @@ class _OpenVINOReader(LayerReader):
             x = torch.cat([x, x[-1:].expand(b - n % b, -1, -1, -1)])  # the last request is padded, then cut off
         pixels = x.numpy()
         self._results = [None] * (len(pixels) // b)
-        for i in range(len(self._results)):
-            self._queue.start_async(pixels[i * b:(i + 1) * b], i, share_inputs=True)
-        self._queue.wait_all()
+        # Ctrl-C while requests are in flight must wait for them: leaving OpenVINO's threads running into the
+        # interpreter's shutdown aborts the process ("FATAL: exception not rethrown") instead of exiting 130
+        with deferred_interrupt() as interrupt:
+            try:
+                for i in range(len(self._results)):
+                    if interrupt:
+                        break
+                    self._queue.start_async(pixels[i * b:(i + 1) * b], i, share_inputs=True)
+            finally:
+                self._queue.wait_all()
+        interrupt.check()
         return {name: torch.from_numpy(np.concatenate([r[j] for r in self._results])[:n])
                 for j, name in enumerate(self.layers)}
 

@@ -67,17 +67,25 @@ class Model:
     # -- running ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
-        """Eval mode for the duration (restoring the caller's flags afterwards when the module is not ours)."""
+        """Eval mode and frozen parameters for the duration (the caller's flags restored afterwards when the module
+        is not ours)."""
         if self._owned:
             yield
             return
         flags = [(m, m.training) for m in self.module.modules()]
+        # no gradients into the user's parameters either (they would be left in ``.grad``): the techniques
+        # differentiate with respect to images only
+        grads = [(p, p.requires_grad) for p in self.module.parameters()]
         self.module.eval()
         try:
+            for p, _ in grads:
+                p.requires_grad_(False)
             yield
         finally:
             for m, t in flags:
                 m.training = t
+            for p, g in grads:
+                p.requires_grad_(g)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores (logits) ``NxK`` for a pixel-space batch ``Nx3xHxW`` in [0, 1]."""

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..results import open_memmap, save_array
 
 __all__ = [
     "BatchMeta",
@@ -182,7 +183,7 @@ class PooledFeatures(Reducer):
         if arr is None:
             n = len(self._done)
             if layer in self._paths:
-                arr = np.lib.format.open_memmap(self._paths[layer], mode="w+", dtype=np.float32, shape=(n, channels))
+                arr = open_memmap(self._paths[layer], (n, channels), np.float32)  # space checked, blocks reserved
             else:
                 arr = np.zeros((n, channels), dtype=np.float32)
             self._arrays[layer] = arr
@@ -201,7 +202,7 @@ class PooledFeatures(Reducer):
             if isinstance(arr, np.memmap):
                 arr.flush()
         if self._done_path is not None:
-            np.save(self._done_path, self._done)
+            save_array(self._done_path, self._done)
 
     def merge(self, other: Reducer) -> PooledFeatures:
         self._check_peer(other)

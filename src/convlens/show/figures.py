@@ -416,12 +416,14 @@ def bar_chart(values: Sequence[float], names: Sequence[str], *, title_text: str 
 
 # -- saving ------------------------------------------------------------------------------------------------
 def save(image: Image.Image, path: str | Path, *, max_kb: int | None = None) -> Path:
-    """Write a PNG (optimised). With ``max_kb``, shrink it step by step until the file is under that size."""
+    """Write a PNG (optimised), atomically. With ``max_kb``, shrink it step by step until it is under that size."""
+    from ..results import write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = image.convert("RGB")
     while True:
-        img.save(path, optimize=True)
-        if max_kb is None or path.stat().st_size <= max_kb * 1024 or min(img.size) < 64:
-            return path
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", optimize=True)
+        if max_kb is None or buf.tell() <= max_kb * 1024 or min(img.size) < 64:
+            return write_bytes(path, buf.getvalue())
         img = img.resize((round(img.width * 0.85), round(img.height * 0.85)), Image.Resampling.LANCZOS)

@@ -93,14 +93,11 @@ def save_image(image: Image.Image | torch.Tensor | np.ndarray, path: str | Path,
         if arr.dtype != np.uint8:
             arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
         image = Image.fromarray(arr)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
+    from ..results import save_image
+
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        image.convert("RGB").save(tmp, format="JPEG", quality=quality)
-    else:
-        image.save(tmp, format="PNG", optimize=False)
-    os.replace(tmp, path)
-    return path
+        return save_image(image.convert("RGB"), path, quality=quality)
+    return save_image(image, path, format="PNG", optimize=False)
 
 
 def slug(text: str, limit: int = 60) -> str:

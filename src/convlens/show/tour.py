@@ -361,6 +361,70 @@ def _guided_rows(model: Model, tp: Any, *, chunk: int = 16) -> list[list[Image.I
 # --------------------------------------------------------------------------------------------------------------
 # technique sections (each calls the library's public function; absent ones report "not available")
 # --------------------------------------------------------------------------------------------------------------
+def _sec_correspond(ctx: TourContext, out: SectionOutput) -> None:
+    from ..read.correspond import correspondence_layers, warp_study
+    from ..show.correspond import pck_figure, warp_example_figure
+
+    files = ctx.dataset_files()
+    if ctx.dataset is None:  # the original photos, not their crops
+        files = [f for f in files if f.stem.endswith("_0")]
+    photos = files[: ctx.q(1, 6)]
+    kinds = ctx.q(("affine", "flip"), ("affine", "perspective", "scale-crop", "flip"))
+    layers = correspondence_layers(ctx.model)
+    st = warp_study(ctx.model, photos, layers=layers, warps=kinds, points=ctx.q(8, 10), seed=ctx.seed,
+                    progress=False)
+    goal = st.goal(0.05)
+    ctx.figure(out, "pck", pck_figure(st, alphas=ctx.q((0.05,), None)),
+               caption=f"PCK per warp on {len(st.photos)} photo(s): each layer (shallow to deep), SIFT (orange) and "
+               "raw pixel patches (grey), on the same query points; +photo adds a colour, contrast and noise "
+               "change to the same geometry.")
+    warp = next((w for w in st.warps if w.endswith("+photo")), st.warps[0])
+    ctx.figure(out, "example", warp_example_figure(st, warp, [goal["best_layer"], "sift", "pixels"], px=ctx.q(200, 260)),
+               photo=True, caption=f"Matches from the photo into its {warp} copy: green within 0.05 x side of the "
+               "true position, red otherwise.")
+    out.tables.append(Table(["warp", *st.methods], [[r[0], *[f"{v:.2f}" for v in r[1:]]] for r in st.table(0.05)],
+                            "PCK@0.05 (convlens correspond DATASET --warps for the full study)"))
+    out.tables.append(Table(["method", "receptive field (px)", "stride", "median error of correct matches (px)"],
+                            [[r["method"], f"{r['rf_size']:g}", f"{r['stride']:g}",
+                              f"{r['median_error_inliers']:.1f}"] for r in st.localisation()]))
+    out.params.update({"layers": ", ".join(layers), "warps": ", ".join(st.warps), "photos": len(st.photos),
+                       "query points": len(st.example["query"])})
+    out.numbers.update({"best layer (PCK@0.05)": goal["best_layer"],
+                        "best layer beats pixels on every warp": goal.get("beats_pixels_on_every_warp"),
+                        "best layer beats SIFT on the photometric warps": goal.get("beats_sift_on_photometric_warps"),
+                        "seconds": st.seconds})
+
+
+def _sec_directions(ctx: TourContext, out: SectionOutput) -> None:
+    from ..read import crop_patches
+    from ..read.directions import units_vs_directions
+    from ..show.correspond import directions_figure
+
+    files = ctx.dataset_files()
+    layer = ctx.patch_layer()
+    count, k = ctx.q(3, 6), ctx.q(6, 9)
+    st = units_vs_directions(ctx.model, files, [layer], count=count, k=k, seed=ctx.seed, progress=False,
+                             draws=ctx.q(300, 2000))
+    dt = st.layers[layer]
+    tp = crop_patches(ctx.model, dt.top)
+    names = {f.name: ctx.cache["sources"].get(f.name, f.stem) for f in files}
+    ctx.figure(out, "directions", directions_figure(dt, tp, px=ctx.q(44, 56), names=names), photo=True,
+               caption=f"Top {k} patches of {len(files)} images along {count} single units, {count} random unit "
+               f"directions and the {count} leading principal directions of {layer}, all from one scan.")
+    if dt.coherence is not None:
+        out.tables.append(Table(["kind", "directions", "same-class pairs", "same or neighbouring class",
+                                 "classifier-space similarity"],
+                                [[r[1], r[2], f"{r[3]:.3f}", f"{r[5]:.3f}", f"{r[7]:.3f} +- {r[8]:.3f}"]
+                                 for r in st.table()],
+                                f"class coherence of the top {k} images ({dt.coherence.source}); chance = random "
+                                f"{k}-image subsets"))
+        for kind in ("unit", "random", "pca"):
+            out.numbers[f"{kind} classifier-space similarity"] = dt.coherence.summary(
+                dt.directions.rows(kind))["similarity"]
+        out.numbers["chance classifier-space similarity"] = dt.coherence.chance_similarity[0]
+    out.params.update({"layer": layer, "images": len(files), "directions per kind": count, "k": k})
+
+
 def _sec_neighbors(ctx: TourContext, out: SectionOutput) -> None:
     from ..read import PooledFeatures, embed, feature_layer, grid_assignment, neighbors, scan
     from ..read.render import embedding_grid, embedding_scatter, neighbors_figure
@@ -486,6 +550,55 @@ def _sec_grabcut(ctx: TourContext, out: SectionOutput) -> None:
                "below its 30th); GrabCut's colour models draw the outline.")
     out.params.update({"seed map": "Grad-CAM", "foreground quantile": 0.95, "background quantile": 0.3,
                        "iterations": 5})
+
+
+def _sec_slice(ctx: TourContext, out: SectionOutput) -> None:
+    slice_accuracy = _need("study.slicing", "slice_accuracy")
+    from ..errors import UserError
+    from ..read.dataset import Dataset
+    from .study import attribute_figure, corruption_figure
+
+    files = ctx.dataset_files()
+    files = [files[i] for i in np.linspace(0, len(files) - 1, min(len(files), ctx.q(24, 160))).round().astype(int)]
+    known = ctx.cache.get("labels") or {}
+    ds, what = None, "true labels"
+    if files and all(known.get(f.name) is not None for f in files):
+        ds = Dataset(files, [known[f.name] for f in files])
+        try:
+            from ..study.slicing import resolve_labels
+            resolve_labels(ctx.model, ds)
+        except UserError:
+            ds = None
+    if ds is None:  # no usable labels: score against the network's own answer on the clean photo
+        preds = []
+        for i in range(0, len(files), 16):
+            with torch.no_grad():
+                preds += ctx.model(ctx.model.load(files[i:i + 16])).argmax(-1).tolist()
+        ds, what = Dataset(files, preds), "the network's own answer on the clean photo (these photos have no labels)"
+    labelled = what == "true labels"
+    attrs = (["brightness", "contrast", "sharpness", "colourfulness"] + ([] if ctx.quick else ["object_scale"])
+             if labelled else [])  # against its own answers every bin would be 100%: nothing to see
+    corr = ["gaussian_noise", "gaussian_blur", "contrast", "occlusion"] if ctx.quick else None
+    r = slice_accuracy(ctx.model, ds, attributes=attrs, bins=3, corruptions=corr or "default",
+                       severities=(1, 3, 5) if ctx.quick else (1, 2, 3, 4, 5), corruption_limit=ctx.q(16, 80),
+                       seed=ctx.seed)
+    if attrs:
+        ctx.figure(out, "attributes", attribute_figure(r, columns=len(attrs)),
+                   caption=f"Top-1 / top-5 accuracy per equal-count bin of each attribute on {len(files)} photos, "
+                   f"with 95% Wilson intervals.")
+    ctx.figure(out, "corruptions", corruption_figure(r),
+               caption=f"Accuracy against severity of ImageNet-C corruptions (and convlens' occlusion) on "
+               f"{r.corruption_n} photos, scored against {what}; severity 0 is the clean photo. Attributes need a "
+               f"labelled folder (--images with a LABELS.csv)." if not labelled else
+               f"Accuracy against severity of ImageNet-C corruptions (and convlens' occlusion) on "
+               f"{r.corruption_n} photos; severity 0 is the clean photo.")
+    out.params.update({"images": len(files), "labels": what, "attributes": attrs, "bins": 3,
+                       "corruptions": [c.name for c in r.corruptions], "severities": r.params["severities"]})
+    if labelled:
+        out.numbers["top-1"] = r.overall.top1
+    for c in r.corruptions:
+        out.numbers[f"top-1 at {c.name} severity {c.severities[-1]}"] = c.top1[-1]
+    out.numbers["seconds"] = r.seconds.get("total")
 
 
 def _sec_visualize(ctx: TourContext, out: SectionOutput) -> None:
@@ -650,6 +763,15 @@ SECTIONS: tuple[Section, ...] = (
             "Each channel of a layer is a map of where its feature occurs in the image; many are silent on any "
             "one photo. Over a set of images, the patches that excite a channel most show what it responds to.",
             _sec_activations),
+    Section("correspondence", "Correspondence",
+            "Match each point of one photo to its nearest neighbour in a layer's feature space of another (Long, "
+            "Zhang & Darrell 2014). On warped copies with known ground truth, mid-level layers are the ones that "
+            "match, and they localise much finer than their receptive fields.",
+            _sec_correspond),
+    Section("directions", "Units or directions?",
+            "Szegedy et al. (2014) found that the images that maximise a random direction of a layer's feature "
+            "space look as coherent as those of a single unit. Here both come from one scan, with how alike the "
+            "classes of their top images are in the network's own classifier space.", _sec_directions),
     Section("occlusion", "Occlusion",
             "Slide a grey square over the image and record how the probability of the predicted class drops: "
             "the regions that matter most are where occluding hurts most (Zeiler & Fergus 2014). It needs only "
@@ -664,6 +786,11 @@ SECTIONS: tuple[Section, ...] = (
             "with its strongest and weakest pixels turns it into an object mask without any segmentation training "
             "(Simonyan et al. 2014).",
             _sec_grabcut),
+    Section("slice", "Accuracy by image attribute and corruption",
+            "Where does the network fail? Cutting a labelled set by image attributes (brightness, contrast, "
+            "sharpness, the object's size) shows which kinds of photos it gets wrong (Russakovsky et al. 2015); "
+            "corrupting the photos at growing severity shows how fast it breaks (Hendrycks & Dietterich 2019).",
+            _sec_slice),
     Section("visualize", "Class and unit visualization",
             "Gradient ascent on the pixels finds an image that maximises a class score or a unit's activation. "
             "Plain ascent gives adversarial noise; regularisers and transformation robustness make the result "

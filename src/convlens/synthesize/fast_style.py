@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..interrupts import deferred_interrupt
+from ..results import save_torch
 from ..models.zoo import read_torch_file
 from ..images import ImageLike, list_images, load_image, to_pixels
 from ..models.model import Model
-from ..runtime import private_rng
 from .texture import GramTargets, _resize_long, content_layer, features, style_layers, total_variation
 
 __all__ = [
@@ -205,6 +206,7 @@ class TrainState:
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    rng: dict | None = None  # the crop / photo / flip random streams where the run stopped (resume goes on from here)
 
 
 def _photos(images: Sequence[ImageLike] | ImageLike, size: int) -> torch.Tensor:
@@ -241,15 +243,22 @@ def train_fast_style(model: Model, styles: Sequence[torch.Tensor], images: Seque
     Returns:
         The trained network (in eval mode) and the :class:`TrainState` with the loss history.
     """
-    gen = torch.Generator().manual_seed(config.seed + (state.step if state else 0))
-    rng = random.Random(config.seed + (state.step if state else 0))
+    gen = torch.Generator().manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    if state is not None and state.rng:  # resume: the random streams continue where the checkpoint left them
+        gen.set_state(state.rng["torch"])
+        rng.setstate(_to_tuple(state.rng["python"]))
+    elif state is not None and state.step:  # an older checkpoint without the streams: as before
+        gen.manual_seed(config.seed + state.step)
+        rng.seed(config.seed + state.step)
     dev = model.device
     photos = _photos(images, config.size)
     loss = PerceptualLoss(model, styles, style_size=config.style_size, content_weight=config.content_weight,
                           style_weight=config.style_weight, tv_weight=config.tv_weight,
                           style_layer_count=config.style_layer_count)
     if net is None:
-        with private_rng(config.seed):  # the initial weights, without touching the caller's generator
+        with torch.random.fork_rng(devices=[]):  # the initial weights from the seed; the global RNG is left alone
+            torch.manual_seed(config.seed)
             net = TransformNet(len(styles), config.width, config.blocks)
     net.to(dev).train()
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -260,8 +269,12 @@ def train_fast_style(model: Model, styles: Sequence[torch.Tensor], images: Seque
     total = steps if steps is not None else epochs * per_epoch
     started = time.perf_counter() - state.seconds
     side = photos.shape[-1]
+    stop = deferred_interrupt()
+    interrupt = stop.__enter__()  # Ctrl-C ends the step in progress, keeps it, then stops (see below)
     try:
         while state.step < total:
+            if interrupt:
+                break
             if time_limit is not None and time.perf_counter() - started > time_limit:
                 break
             idx = torch.randint(len(photos), (config.batch_size,), generator=gen)
@@ -279,14 +292,17 @@ def train_fast_style(model: Model, styles: Sequence[torch.Tensor], images: Seque
             state.epoch = state.step // per_epoch
             state.seconds = time.perf_counter() - started
             state.history.append({"step": state.step, "style_index": style, **parts})
+            state.rng = {"torch": gen.get_state(), "python": rng.getstate()}
             if progress is not None:
                 progress(state, parts)
             if checkpoint is not None and state.step % checkpoint_every == 0:
                 checkpoint(net, state, opt.state_dict())
     finally:  # Ctrl-C leaves the last finished step on disk
+        stop.__exit__(None, None, None)
         net.eval()
         if checkpoint is not None and state.step:
             checkpoint(net, state, opt.state_dict())
+    interrupt.check()  # after the checkpoint: the CLI exits 130, a resume goes on from the saved step
     return net, state
 
 
@@ -306,12 +322,11 @@ def save_fast_style(path: str | Path, net: TransformNet, config: FastStyleConfig
                  "meta": {k: v for k, v in meta.items()}}
     if state is not None:
         doc["train"] = {"step": state.step, "epoch": state.epoch, "seconds": state.seconds, "history": state.history}
+        if state.rng is not None:
+            doc["train"]["rng"] = state.rng
     if optimizer_state is not None:
         doc["optimizer"] = optimizer_state
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(doc, tmp)
-    tmp.replace(path)
-    return path
+    return save_torch(doc, path)  # temp file + rename: an interrupted save never leaves a half file
 
 
 def load_fast_style(path: str | Path, *, device: str | torch.device = "cpu"
@@ -322,17 +337,41 @@ def load_fast_style(path: str | Path, *, device: str | torch.device = "cpu"
     doc = read_torch_file(p, "fast-style model")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UserError(f"{p} is not a convlens fast-style model (expected format {FORMAT})")
-    arch = doc["arch"]
-    net = TransformNet(arch["n_styles"], arch["width"], arch["blocks"])
+    # a damaged or crafted file: every part checked, every failure one line (never a KeyError / TypeError)
+    arch, sd, cfg = doc.get("arch"), doc.get("state_dict"), doc.get("config")
+    for key, value in (("arch", arch), ("state_dict", sd), ("config", cfg)):
+        if not isinstance(value, dict):
+            raise UserError(f"{p} is damaged: its {key!r} entry is missing or not a table")
+    sizes = {k: arch.get(k) for k in ("n_styles", "width", "blocks")}  # type: ignore[union-attr]
+    if any(not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 4096 for v in sizes.values()):
+        raise UserError(f"{p} is damaged: 'arch' needs n_styles, width and blocks as positive integers, got {sizes}")
+    known = {f.name for f in fields(FastStyleConfig)}
+    unknown = sorted(set(cfg) - known)  # type: ignore[arg-type]
+    if unknown or "styles" not in cfg:  # type: ignore[operator]
+        raise UserError(f"{p} is damaged: its config has unknown keys {unknown} or lacks 'styles'" if unknown else
+                        f"{p} is damaged: its config lacks 'styles'")
+    if any(not isinstance(v, torch.Tensor) for v in sd.values()):  # type: ignore[union-attr]
+        raise UserError(f"{p} is damaged: its state_dict holds something other than tensors")
+    net = TransformNet(sizes["n_styles"], sizes["width"], sizes["blocks"])  # type: ignore[arg-type]
     try:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in doc["state_dict"].items()})
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})  # type: ignore
     except RuntimeError as exc:
         raise UserError(f"weights in {p} do not fit the transformation network: {str(exc).splitlines()[0]}") from None
     net.to(device).eval()
-    config = FastStyleConfig(**doc["config"])
-    train = doc.get("train")
-    state = TrainState(train["step"], train["epoch"], list(train["history"]), train["seconds"]) if train else None
+    try:
+        config = FastStyleConfig(**cfg)  # type: ignore[arg-type]
+        train = doc.get("train")
+        state = TrainState(int(train["step"]), int(train["epoch"]), list(train["history"]), float(train["seconds"]),
+                           train.get("rng")) if train else None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{p} is damaged: cannot read its config or training state ({exc.__class__.__name__})") \
+            from None
     return net, config, state, doc.get("optimizer")
+
+
+def _to_tuple(value: object) -> object:
+    """``random.Random.getstate()`` after a round trip through a file (lists where tuples were)."""
+    return tuple(_to_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def pretrained_path() -> Path:

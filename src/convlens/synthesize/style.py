@@ -188,26 +188,44 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
     shares = [v / sum(shares) for v in shares]
     x: torch.Tensor | None = None
     targets = None
-    for level in range(octaves):
-        f = 2 ** (octaves - 1 - level)
-        h, w = max(16, content.shape[-2] // f), max(16, content.shape[-1] // f)
-        c_l = F.interpolate(content, size=(h, w), mode="bilinear", align_corners=False, antialias=True) if f > 1 \
-            else content
-        s_l = [_resize_long(s, max(16, max(s.shape[-2:]) // f)) for s in style_imgs]
-        targets = GramTargets.from_images(model, s_l, slayers, weights=style_weights)
-        objective = style_objective(model, c_l, targets, clayer, content_weight=content_weight,
-                                    style_weight=style_weight, dream_weight=dream_weight, dream_layer=dlayer)
-        if x is None:
-            x = noise_image(c_l, (h, w), gen) if init == "noise" else c_l
-        else:
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
-        n = max(1, round(steps * shares[level]))
-        done = len(history)
-        cb = None if callback is None else (lambda i, img, loss, done=done: callback(done + i, loss))
-        res = optimize(model, objective, PixelImage(x), regularizers=[tv_weight * tv_objective(beta=1.0)],
-                       steps=n, optimizer="lbfgs", maximize=False, seed=seed, callback=cb)
-        history += res.losses
-        x = res.images[:1]
+    latest: list[torch.Tensor | None] = [None]  # the image of the last finished step, kept for Ctrl-C
+    try:
+        for level in range(octaves):
+            f = 2 ** (octaves - 1 - level)
+            h, w = max(16, content.shape[-2] // f), max(16, content.shape[-1] // f)
+            c_l = F.interpolate(content, size=(h, w), mode="bilinear", align_corners=False, antialias=True) if f > 1 \
+                else content
+            s_l = [_resize_long(s, max(16, max(s.shape[-2:]) // f)) for s in style_imgs]
+            targets = GramTargets.from_images(model, s_l, slayers, weights=style_weights)
+            objective = style_objective(model, c_l, targets, clayer, content_weight=content_weight,
+                                        style_weight=style_weight, dream_weight=dream_weight, dream_layer=dlayer)
+            if x is None:
+                x = noise_image(c_l, (h, w), gen) if init == "noise" else c_l
+            else:
+                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+            n = max(1, round(steps * shares[level]))
+            done = len(history)
+
+            def cb(i: int, img: torch.Tensor, loss: float, done: int = done) -> None:
+                latest[0] = img
+                if callback is not None:
+                    callback(done + i, loss)
+
+            res = optimize(model, objective, PixelImage(x), regularizers=[tv_weight * tv_objective(beta=1.0)],
+                           steps=n, optimizer="lbfgs", maximize=False, seed=seed, callback=cb)
+            history += res.losses
+            x = res.images[:1]
+    except KeyboardInterrupt:  # hand back what was finished: the last step's image at the output size
+        from ..interrupts import Interrupted
+
+        img = latest[0]
+        if img is None:  # not one step finished: nothing worth keeping
+            raise
+        img = F.interpolate(img[:1].float(), size=content.shape[-2:], mode="bilinear", align_corners=False)
+        img = keep_colors(img.clamp(0, 1), full_content) if original_colors else img.clamp(0, 1)
+        nan = float("nan")
+        raise Interrupted(StyleResult(img.detach().cpu(), nan, nan, nan, len(history), time.perf_counter() - started,
+                                      clayer, slayers, history)) from None
     assert x is not None and targets is not None
     with torch.no_grad():
         feats = features(model, x, list(dict.fromkeys([*slayers, clayer])))
