@@ -34,8 +34,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
 from ..core.taps import RuleReport
+from ..errors import UserError
 from ..models.model import Model
 from ._common import (Resolved, TargetLike, check_batch, chunks, describe, resolve_targets, scores, take,
                       unit_layers)

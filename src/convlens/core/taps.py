@@ -154,19 +154,25 @@ class _Rectifier(torch.autograd.Function):
     """Clamp to [low, high] forward; backward by the chosen rule (Springenberg et al. 2015; Zeiler & Fergus 2014)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, low: float, high: float | None, rule: str) -> torch.Tensor:
-        out = x.clamp(min=low, max=high)
+    def forward(ctx: Any, x: torch.Tensor, low: float, high: float | None, rule: str,
+                inplace: bool = False) -> torch.Tensor:
         ctx.rule = rule
+        if inplace:  # clamp the caller's tensor itself, as the in-place op would: no copy, no new buffer
+            if rule == "guided":
+                ctx.save_for_backward(x > low if high is None else (x > low) & (x < high))
+            ctx.mark_dirty(x)
+            return x.clamp_(min=low, max=high)
+        out = x.clamp(min=low, max=high)
         if rule == "guided":  # a 1-byte mask, so a later in-place op on the output cannot invalidate the backward
             ctx.save_for_backward(x > low if high is None else (x > low) & (x < high))
         return out
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
         if ctx.rule == "deconv":  # keep only positive incoming gradient, ignore the forward input
-            return g.clamp(min=0), None, None, None
+            return g.clamp(min=0), None, None, None, None
         (passed,) = ctx.saved_tensors  # guided: positive incoming gradient where the forward input passed
-        return g.clamp(min=0).mul_(passed), None, None, None
+        return g.clamp(min=0).mul_(passed), None, None, None, None
 
 
 _SQRT_2_PI = math.sqrt(2.0 / math.pi)
@@ -490,6 +496,8 @@ class BackwardRule(TorchFunctionMode):
             low, high, inplace = spec(args, kwargs)
             self.report.add("relu" if high is None and low == 0.0 else "relu6" if (low, high) == (0.0, 6.0)
                             else "hardtanh")
+            if inplace and not x.is_leaf:
+                return _Rectifier.apply(x, low, high, self.rule, True)
             out = _Rectifier.apply(x, low, high, self.rule)
         else:
             kind, parse = smooth  # type: ignore[misc]

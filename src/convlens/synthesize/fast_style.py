@@ -29,7 +29,6 @@ from ..results import save_torch
 from ..models.zoo import read_torch_file
 from ..images import ImageLike, list_images, load_image, to_pixels
 from ..models.model import Model
-from ..runtime import private_rng
 from .texture import GramTargets, _resize_long, content_layer, features, style_layers, total_variation
 
 __all__ = [
@@ -258,7 +257,8 @@ def train_fast_style(model: Model, styles: Sequence[torch.Tensor], images: Seque
                           style_weight=config.style_weight, tv_weight=config.tv_weight,
                           style_layer_count=config.style_layer_count)
     if net is None:
-        with private_rng(config.seed):  # the initial weights, without touching the caller's generator
+        with torch.random.fork_rng(devices=[]):  # the initial weights from the seed; the global RNG is left alone
+            torch.manual_seed(config.seed)
             net = TransformNet(len(styles), config.width, config.blocks)
     net.to(dev).train()
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)

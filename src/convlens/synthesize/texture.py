@@ -57,6 +57,9 @@ def _activations(model: Model) -> list[tuple[str, float]]:
     for info in model.layers.spatial():
         if isinstance(model.layers.modules[info.name], _ACTS) and not info.rf.whole:
             out.append((info.name, float(info.rf.stride[0])))
+    if not out:  # activations called functionally (GoogLeNet, Inception) or custom modules: the stage outputs
+        out = [(n, float(model.layers[n].rf.stride[0])) for n in model.layers.stages()
+               if not model.layers[n].rf.whole]
     if not out:
         raise UserError(f"{model.name} has no activation modules with a spatial output; pass --layers")
     return out
