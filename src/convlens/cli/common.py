@@ -27,6 +27,14 @@ __all__ = ["main", "model_options", "Run", "parse_range", "parse_fraction", "COU
            "NONNEGATIVE", "FINITE", "FRACTION", "POSITIVE_FRACTION", "at_least", "FiniteFloat", "Fraction", "CheckedGroup"]
 
 
+def _read_number(text: str) -> float:
+    """``"8/255"`` or ``"0.03"`` -> a float (ValueError / ZeroDivisionError when it is neither)."""
+    if "/" in text:
+        a, b = text.split("/", 1)
+        return float(a) / float(b)
+    return float(text)
+
+
 class FiniteFloat(click.ParamType):
     """A float that is finite (``nan`` and ``inf`` refused), optionally within ``[min, max]``."""
 
@@ -68,12 +76,7 @@ class Fraction(FiniteFloat):
         if isinstance(value, (int, float)):
             return self.check(float(value), value, param, ctx)
         try:
-            text = str(value)
-            if "/" in text:
-                a, b = text.split("/", 1)
-                v = float(a) / float(b)
-            else:
-                v = float(text)
+            v = _read_number(str(value))
         except (ValueError, ZeroDivisionError):
             self.fail(f"{value!r} is not a number such as 8/255 or 0.03", param, ctx)
         return self.check(v, value, param, ctx)
@@ -221,11 +224,7 @@ def parse_fraction(text: str | float) -> float:
         v = float(text)
     else:
         try:
-            if "/" in text:
-                a, b = text.split("/", 1)
-                v = float(a) / float(b)
-            else:
-                v = float(text)
+            v = _read_number(text)
         except (ValueError, ZeroDivisionError):
             raise UserError(f"cannot read {text!r} as a number such as 8/255 or 0.03") from None
     if not math.isfinite(v) or v < 0:

@@ -277,7 +277,7 @@ def _loss_curve(history: list[dict], path: Path, save) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ..show.figures import _figure_to_image
+    from ..show.figures import figure_to_image
 
     if not history:
         return
@@ -294,7 +294,7 @@ def _loss_curve(history: list[dict], path: Path, save) -> None:
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    save(_figure_to_image(fig, 100), path)
+    save(figure_to_image(fig, 100), path)
     plt.close(fig)
 
 

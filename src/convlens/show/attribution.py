@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .figures import ArrayLike, colorize, heatmap_overlay, side_by_side, to_rgb
+from .figures import ArrayLike, colorize, figure_to_image, heatmap_overlay, side_by_side, to_rgb
 
 __all__ = ["OVERLAY_METHODS", "map_panel", "saliency_figure", "mask_figure", "curves_figure", "sanity_figure",
            "sanity_maps_figure"]
@@ -89,13 +89,7 @@ def curves_figure(fractions: Sequence[float], deletion: dict[str, Sequence[float
     if title_text:
         fig.suptitle(title_text)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
+    return figure_to_image(fig)
 
 
 
@@ -104,8 +98,6 @@ def curves_figure(fractions: Sequence[float], deletion: dict[str, Sequence[float
 def sanity_figure(result, *, title_text: str | None = None) -> Image.Image:  # noqa: ANN001 -- a SanityCheck
     """Rank correlation and SSIM between the trained model's maps and the randomised models' maps, per step
     (mean over images, a band for the spread), one line per method (matplotlib, Agg)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -132,11 +124,7 @@ def sanity_figure(result, *, title_text: str | None = None) -> Image.Image:  # n
     fig.suptitle(title_text or f"{result.test} (Adebayo et al. 2018), {result.spearman[result.methods[0]].shape[1]} "
                  f"images")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
+    return figure_to_image(fig)
 
 
 def sanity_maps_figure(result, image: ArrayLike, index: int = 0, *, columns: int = 7,  # noqa: ANN001
@@ -296,8 +284,6 @@ def audit_figure(shares: Sequence[float], per_class: Sequence[dict], *, title_te
                  top: int = 15) -> Image.Image:
     """Two panels: the distribution of the background share of saliency over the folder, and the classes
     whose maps rely most on the background (mean share, image count in brackets)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -325,11 +311,7 @@ def audit_figure(shares: Sequence[float], per_class: Sequence[dict], *, title_te
     if title_text:
         fig.suptitle(title_text)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
+    return figure_to_image(fig)
 
 
 def audit_gallery(entries: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike, str]], *, cell: int = 200,

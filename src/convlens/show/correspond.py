@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from ..read.correspond import Correspondence, WarpStudy
 from ..read.directions import DirectionTop
 from ..read.patches import TopPatches
-from .figures import _figure_to_image, caption, font, grid, side_by_side, stack, title, to_rgb
+from .figures import figure_to_image, caption, font, grid, side_by_side, stack, title, to_rgb
 
 __all__ = ["correspondence_figure", "directions_figure", "localisation_figure", "matches_figure", "pck_figure",
            "warp_example_figure"]
@@ -126,7 +126,7 @@ def pck_figure(study: WarpStudy, *, alphas: Sequence[float] | None = None, dpi: 
     fig.suptitle(f"Correspondence on known warps: fraction of points within alpha x {max(study.size)} px "
                  f"({len(study.photos)} photos)", fontsize=10, y=1.0 + 0.02 * (3 - len(alphas)))
     fig.tight_layout()
-    return _figure_to_image(fig, dpi)
+    return figure_to_image(fig, dpi)
 
 
 def localisation_figure(study: WarpStudy, *, dpi: int = 100) -> Image.Image:
@@ -162,7 +162,7 @@ def localisation_figure(study: WarpStudy, *, dpi: int = 100) -> Image.Image:
     ax.set_title("Features localise much finer than their receptive fields", fontsize=10)
     ax.legend(fontsize=7, frameon=False, loc="upper left")
     ax.spines[["top", "right"]].set_visible(False)
-    return _figure_to_image(fig, dpi)
+    return figure_to_image(fig, dpi)
 
 
 def warp_example_figure(study: WarpStudy, warp: str, methods: Sequence[str], *, alpha: float = 0.05,

@@ -333,11 +333,12 @@ def draw_box(image: Image.Image, box: Sequence[float], *, color: tuple[int, int,
 
 
 # -- charts (matplotlib, rendered to PIL) --------------------------------------------------------------------
-def _figure_to_image(fig: Any, dpi: int) -> Image.Image:
+def figure_to_image(fig: Any, dpi: int | None = None) -> Image.Image:
+    """A Matplotlib figure as an RGB image (closed afterwards); ``dpi`` defaults to the figure's own."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, bbox_inches="tight", facecolor="white")
     plt.close(fig)
     buf.seek(0)
     return Image.open(buf).convert("RGB")
@@ -374,7 +375,7 @@ def scatter(xy: ArrayLike, labels: Sequence[Any] | None = None, *, title_text: s
     ax.set_yticks([])
     if title_text:
         ax.set_title(title_text)
-    return _figure_to_image(fig, dpi)
+    return figure_to_image(fig, dpi)
 
 
 def bar_chart(values: Sequence[float], names: Sequence[str], *, title_text: str | None = None,
@@ -411,7 +412,7 @@ def bar_chart(values: Sequence[float], names: Sequence[str], *, title_text: str 
     if title_text:
         ax.set_title(title_text)
     ax.spines[["top", "right"]].set_visible(False)
-    return _figure_to_image(fig, dpi)
+    return figure_to_image(fig, dpi)
 
 
 # -- saving ------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..images import load_image
-from .figures import _figure_to_image
+from .figures import figure_to_image
 from .html import render, save_image, slug
 
 __all__ = ["attribute_figure", "corruption_figure", "write_slice_csv", "write_human_report", "CELL_TITLES"]
@@ -60,7 +60,7 @@ def attribute_figure(result: Any, *, dpi: int = 100, columns: int = 4) -> Image.
     fig.suptitle(f"{result.model}: accuracy by image attribute ({len(result.files)} images, "
                  f"top-1 {result.overall.top1:.1%}, 95% Wilson intervals)", fontsize=11)
     fig.tight_layout()
-    return _figure_to_image(fig, dpi)
+    return figure_to_image(fig, dpi)
 
 
 def corruption_figure(result: Any, *, dpi: int = 100) -> Image.Image:
@@ -104,7 +104,7 @@ def corruption_figure(result: Any, *, dpi: int = 100) -> Image.Image:
         head += f"; mCE {result.mce:.0f}%, relative mCE {result.relative_mce:.0f}% vs {result.reference}"
     fig.suptitle(head + "\n* not in ImageNet-C (defined by convlens)", fontsize=10)
     fig.tight_layout()
-    return _figure_to_image(fig, dpi)
+    return figure_to_image(fig, dpi)
 
 
 def _clean_positions(result: Any) -> np.ndarray:
