@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import UserError
 from ..read import (
@@ -29,8 +28,9 @@ from ..read import (
     top_patches,
 )
 from ..read.reducers import PooledFeatures
+from ..read.weights import first_conv_layer, first_linear_layer, is_linear
 from ..show.figures import save
-from .common import COUNT, cluster_options, NATURAL, main, model_options, parse_range
+from .common import COUNT, NATURAL, cluster_options, main, model_options, parse_range
 
 _DATASET = click.argument("dataset", type=click.Path(exists=True))
 _CACHE = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
@@ -49,22 +49,31 @@ def _cache(run, cache_dir: str | None) -> Path:
               help="Scale each tile on its own, or all with one scale.")
 @click.option("--max-out", type=COUNT, default=64, show_default=True, help="At most this many output channels.")
 @click.option("--max-in", type=COUNT, default=16, show_default=True, help="At most this many input channels.")
-@click.option("--template-shape", default="3x32x32", show_default=True,
-              help="For a Linear layer reading an image: that image's CxHxW.")
+@click.option("--template-shape", default=None,
+              help="For a layer with linear weights reading an image: that image's CxHxW [default: 3 x the model's "
+                   "input size if it fits, else a square RGB or grey image].")
 def filters_cmd(run, layer: str | None, scaling: str, max_out: int, max_in: int,
-                template_shape: str) -> None:
-    """Convolution filters as pictures (first layer in colour; deeper layers as out x in kernel grids), or a
-    linear classifier's rows as class templates."""
+                template_shape: str | None) -> None:
+    """Convolution filters as pictures (first layer in colour; deeper layers as out x in kernel grids), or the rows
+    of a linear classifier (any layer with linear weights, TorchScript too) as class templates."""
     model = run.model
-    if layer is not None and isinstance(model.layer(layer), nn.Linear):
-        try:
-            shape = tuple(int(v) for v in template_shape.lower().split("x"))
-        except ValueError:
-            raise UserError(f"cannot read --template-shape {template_shape!r}; expected CxHxW like 3x32x32") from None
+    linear = is_linear(model.layer(layer)) if layer is not None else (
+        first_conv_layer(model) is None and first_linear_layer(model) is not None)
+    if linear:
+        shape = None
+        if template_shape is not None:
+            try:
+                shape = tuple(int(v) for v in template_shape.lower().split("x"))
+                assert len(shape) == 3
+            except (ValueError, AssertionError):
+                raise UserError(f"cannot read --template-shape {template_shape!r}; expected CxHxW like 3x32x32"
+                                ) from None
+        layer = layer or first_linear_layer(model)
         t = linear_templates(model, layer, shape=shape)  # type: ignore[arg-type]
         names = [model.label(i) for i in range(len(t))] if len(t) == model.num_classes else None
         save(render.templates_figure(t[:max_out], names[:max_out] if names else None), run.out / "templates.png",
              max_kb=400)
+        click.echo(f"templates.png: {len(t)} templates of {layer}, each {'x'.join(map(str, t.shape[1:]))}")
         run.save({"layer": layer, "kind": "templates", "shape": list(t.shape)})
         return
     f = conv_filters(model, layer)
