@@ -156,3 +156,28 @@ def test_cli_fast_style_apply_and_errors(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "mixing weights" in bad.stderr and "Traceback" not in bad.stderr
     missing = _cli("fast-style", "apply", str(tmp_path / "nope.pt"), str(imgs), cwd=tmp_path)
     assert missing.returncode == 2 and "no such" in missing.stderr
+
+
+def test_apply_size_comes_from_the_training_scale(tmp_path: Path) -> None:
+    """Issue 13: the default apply side is stored with the network; an old file gets 4x its training crop."""
+    net = TransformNet(width=8, blocks=1)
+    saved = save_fast_style(tmp_path / "new.pt", net, FastStyleConfig(styles=["a"], size=24, width=8, blocks=1))
+    loaded, _, _, _ = load_fast_style(saved)
+    assert loaded.apply_max_side == 96 and "stored" in loaded.apply_source
+    doc = torch.load(saved, weights_only=False)
+    assert doc["apply"] == {"train_size": 24, "max_side": 96}
+    del doc["apply"]  # a checkpoint from before the scale was stored
+    torch.save(doc, tmp_path / "old.pt")
+    old, _, _, _ = load_fast_style(tmp_path / "old.pt")
+    assert old.apply_max_side == 96 and "training crops" in old.apply_source
+    x = torch.rand(1, 3, 150, 120)
+    assert apply_fast_style(old, x, max_side="auto").shape[-2:] == (96, 77)
+    assert apply_fast_style(old, x).shape[-2:] == (150, 120)  # the library keeps the size unless asked
+    Image.new("RGB", (200, 100), (200, 100, 50)).save(tmp_path / "big.png")
+    for extra, size in (([], (96, 48)), (["--max-side", "0"], (200, 100)), (["--max-side", "50"], (50, 25))):
+        r = _cli("fast-style", "apply", str(saved), str(tmp_path / "big.png"), *extra, "--out", str(tmp_path / "o"),
+                 cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert Image.open(tmp_path / "o" / "big_stylized.png").size == size
+    shipped, _, _, _ = load_fast_style(pretrained_path())
+    assert shipped.apply_max_side == 512

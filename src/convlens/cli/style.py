@@ -10,8 +10,8 @@ import torch
 
 from ..errors import UserError
 from ..images import list_images, load_image, to_pil, to_pixels
-from ..models import DEFAULT_MODEL
 from ..interrupts import Interrupted
+from ..models import DEFAULT_MODEL
 from ..results import output_names, save_image
 from .common import COUNT, NATURAL, NONNEGATIVE, POSITIVE, at_least, main, model_options
 
@@ -303,7 +303,10 @@ def _loss_curve(history: list[dict], path: Path, save) -> None:
 @click.argument("images", nargs=-1, required=True)
 @click.option("--mix", default=None, help="Mix the network's styles, e.g. 0.5,0.5.")
 @click.option("--style", "style_index", type=NATURAL, default=0, show_default=True, help="Style index (without --mix).")
-@click.option("--max-side", type=COUNT, default=None, help="Resize the longer side to at most this first.")
+@click.option("--max-side", type=NATURAL, default=None,
+              help="Resize the longer side to at most this first; 0 keeps every image's size [default: the "
+                   "network's apply size, stored with it: 4x its training crops, 512 px for `pretrained`; the "
+                   "strokes are a fixed number of pixels, so a larger image gets a fainter, finer style].")
 @click.option("--device", default="cpu", show_default=True, help="auto | cpu | cuda | mps.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder [default: convlens-out/fast-style-apply/].")
@@ -320,6 +323,10 @@ def fast_apply_cmd(model_file: str, images: tuple[str, ...], mix: str | None, st
     dev = resolve_device(device)
     net, config, _, _ = load_fast_style(path, device=dev)
     weights = _floats(mix, "mixing weights")
+    side = net.apply_max_side if max_side is None else (max_side or None)
+    if max_side is None:
+        click.echo(f"applying at a longer side of at most {side} px ({net.apply_source}; --max-side to change)",
+                   err=True)
     files = list_images(images)
     if not files:
         raise UserError("no images given")
@@ -337,7 +344,7 @@ def fast_apply_cmd(model_file: str, images: tuple[str, ...], mix: str | None, st
             click.echo(f"skipped {f}: {exc}", err=True)
             continue
         t = time.perf_counter()
-        y = apply_fast_style(net, x, style=weights if weights else style_index, max_side=max_side)
+        y = apply_fast_style(net, x, style=weights if weights else style_index, max_side=side)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         sec = time.perf_counter() - t
@@ -349,6 +356,7 @@ def fast_apply_cmd(model_file: str, images: tuple[str, ...], mix: str | None, st
         raise UserError(f"none of the {len(files)} image(s) could be read (first: {skipped[0]['reason']})")
     write_result(folder, "fast-style-apply", {
         "images": rows, "seconds_per_image": round(sum(r["seconds"] for r in rows) / len(rows), 4),
-        "styles": config.styles, "mix": weights, "skipped": skipped}, model=str(path), device=str(dev), seed=seed,
+        "styles": config.styles, "mix": weights, "skipped": skipped, "max_side": side,
+        "max_side_source": net.apply_source if max_side is None else "--max-side"}, model=str(path), device=str(dev), seed=seed,
         seconds=round(time.perf_counter() - started, 3))
     click.echo(f"wrote {folder}/ (result.json)", err=True)

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..interrupts import deferred_interrupt
-from ..results import save_torch
-from ..models.zoo import read_torch_file
 from ..images import ImageLike, list_images, load_image, to_pixels
+from ..interrupts import deferred_interrupt
 from ..models.model import Model
+from ..models.zoo import read_torch_file
+from ..results import save_torch
 from .texture import GramTargets, _resize_long, content_layer, features, style_layers, total_variation
 
 __all__ = [
@@ -104,6 +104,9 @@ class TransformNet(nn.Module):
     def __init__(self, n_styles: int = 1, width: int = 32, blocks: int = 5) -> None:
         super().__init__()
         self.n_styles, self.width, self.n_blocks = n_styles, width, blocks
+        # the longer side to apply at (set from the file by load_fast_style; None: the image's own size)
+        self.apply_max_side: int | None = None
+        self.apply_source = ""
         w = width
         self.down = nn.ModuleList([_ConvNorm(3, w // 2, 9, 1, n_styles), _ConvNorm(w // 2, w, 3, 2, n_styles),
                                    _ConvNorm(w, 2 * w, 3, 2, n_styles)])
@@ -207,6 +210,18 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     rng: dict | None = None  # the crop / photo / flip random streams where the run stopped (resume goes on from here)
+
+
+APPLY_SCALE = 4
+"""Default apply side = ``APPLY_SCALE`` x the training crop. The strokes are a fixed number of pixels, learnt on
+crops of ``size`` px that showed most of a photo; at 4x that side a photo's objects are 4x larger than in training
+and the strokes still read as the painting's (the shipped network, 128 px crops: clear Starry Night at 512 px,
+faint stippling at 1024 px)."""
+
+
+def default_apply_side(train_size: int) -> int:
+    """The longer side a network trained on ``train_size`` px crops is applied at by default."""
+    return int(APPLY_SCALE * train_size)
 
 
 def _photos(images: Sequence[ImageLike] | ImageLike, size: int) -> torch.Tensor:
@@ -319,7 +334,8 @@ def save_fast_style(path: str | Path, net: TransformNet, config: FastStyleConfig
     sd = {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in net.state_dict().items()}
     doc: dict = {"format": FORMAT, "config": asdict(config), "state_dict": sd,
                  "arch": {"n_styles": net.n_styles, "width": net.width, "blocks": net.n_blocks},
-                 "meta": {k: v for k, v in meta.items()}}
+                 "meta": {k: v for k, v in meta.items()},
+                 "apply": {"train_size": int(config.size), "max_side": default_apply_side(config.size)}}
     if state is not None:
         doc["train"] = {"step": state.step, "epoch": state.epoch, "seconds": state.seconds, "history": state.history}
         if state.rng is not None:
@@ -360,6 +376,13 @@ def load_fast_style(path: str | Path, *, device: str | torch.device = "cpu"
     net.to(device).eval()
     try:
         config = FastStyleConfig(**cfg)  # type: ignore[arg-type]
+        stored = doc.get("apply")
+        side = stored.get("max_side") if isinstance(stored, dict) else None
+        if isinstance(side, int) and not isinstance(side, bool) and side > 0:
+            net.apply_max_side, net.apply_source = side, "stored with the network"
+        else:  # a file from before the scale was stored: derive it from the training crop size in its config
+            net.apply_max_side = default_apply_side(int(config.size))
+            net.apply_source = f"{APPLY_SCALE} x its {int(config.size)} px training crops"
         train = doc.get("train")
         state = TrainState(int(train["step"]), int(train["epoch"]), list(train["history"]), float(train["seconds"]),
                            train.get("rng")) if train else None
@@ -381,13 +404,19 @@ def pretrained_path() -> Path:
 
 @torch.no_grad()
 def apply_fast_style(net: TransformNet, image: torch.Tensor, *, style: int | Sequence[float] = 0,
-                     max_side: int | None = None) -> torch.Tensor:
+                     max_side: int | str | None = None) -> torch.Tensor:
     """Stylise a pixel batch ``(N, 3, H, W)`` in one forward pass; ``style`` is an index or mixing weights.
 
-    ``max_side`` first resizes the longer side to at most that. Returns a pixel batch in [0, 1] on the CPU.
+    ``max_side`` first resizes the longer side to at most that: ``"auto"`` is the network's own apply size
+    (``net.apply_max_side``, from its training scale), ``None`` keeps the image's size. Returns a pixel batch in
+    [0, 1] on the CPU.
     """
+    if max_side == "auto":
+        max_side = net.apply_max_side
     dev = next(net.parameters()).device
     x = image.to(dev).float()
+    if isinstance(max_side, str):
+        raise UserError(f"max_side must be a number of pixels, 'auto' or None, got {max_side!r}")
     if max_side and max(x.shape[-2:]) > max_side:
         x = _resize_long(x, max_side)
     if not isinstance(style, int):
