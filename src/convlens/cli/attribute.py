@@ -230,7 +230,8 @@ def _saliency_folder(run, folder: str, names: list[str], target: str | None, sam
     click.echo(f"{res.computed} maps computed ({total:.1f} s), {res.reused} reused", err=True)
     result = {"folder": str(folder), "images": len(res.items), "methods": names, "options": res.options,
               "seconds": res.seconds, "computed": res.computed, "reused": res.reused, "fingerprint": res.fingerprint,
-              "crop": _crop_info(model), "contact_sheet": "contact_sheet.png", "items": entries}
+              "crop": _crop_info(model), "contact_sheet": "contact_sheet.png", "items": entries,
+              "skipped": [{"file": f, "reason": r} for f, r in res.skipped]}
     if compare_model:
         other = load_model(compare_model, device=run.device)
         same = other.num_classes == model.num_classes
@@ -289,6 +290,8 @@ def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | Non
     from ..attribute.audit import audit_saliency
     from ..show.attribution import audit_figure, audit_gallery
 
+    if sum(bool(v) for v in (masks, boxes, segment)) != 1:  # before any work (and before the progress bar)
+        raise UserError("give exactly one mask source: --masks DIR, --boxes CSV or --segment")
     model = run.model
     _methods(method)
     if segment_seed:
@@ -323,6 +326,7 @@ def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | Non
         click.echo(f"  {r['label']}: {r['background']:.1%} on background ({r['images']} images)", err=True)
     run.save({"audit": {"folder": str(folder), "method": method, "source": res.source, "summary": summary,
                         "per_class": classes, "missing": res.missing,
+                        "skipped": [{"file": f, "reason": r} for f, r in res.folder.skipped],
                         "most_background": [i.stem for i in worst], "figures": ["audit.png", "background_gallery.png"],
                         "images": [{"file": i.file, "stem": i.stem, "target": i.target, "label": i.label,
                                     "probability": i.probability, "area": i.area, "inside": i.inside,

@@ -260,6 +260,8 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
     finally:
         for r in named.values():
             r.close()
+    if len(todo) and not seen + resumed and skipped:  # nothing readable: no result, one line (like read_images)
+        raise UserError(f"none of the {len(skipped)} image(s) could be read (first: {skipped[0][0]}: {skipped[0][1]})")
     for f, why in skipped:
         warnings.warn(f"skipped {f}: {why}", stacklevel=2)
     out = ScanResult({name: r.result() for name, r in named.items()})
