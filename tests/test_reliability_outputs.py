@@ -280,3 +280,54 @@ def test_fast_style_resume_equals_uninterrupted(tiny: Model, tmp_path: Path) -> 
                                   optimizer_state=opt)
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+# -- Ctrl-C during style writes what was finished; the tour skips an unreadable photo --------------------------------
+
+def test_sigint_during_style_writes_the_finished_image(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    content, style = _photos(tmp_path, ["content.png", "style.png"], size=(48, 64))
+    out = tmp_path / "style"
+    err = tmp_path / "stderr.txt"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    with open(err, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, "style", str(content), str(style), "--model", TINY,
+                                 "--size", "64", "--steps", "100000", "--out", str(out)], stderr=fh, env=env,
+                                cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:  # wait for a few finished steps
+            text = err.read_text()
+            bars = [b for b in text.replace("\r", "\n").split("\n") if b.startswith("style") and "/100000" in b]
+            if bars and not bars[-1].split("|")[-1].strip().startswith("0/"):
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = err.read_text()
+    assert proc.returncode == 130, text
+    assert "what was finished is on disk" in text
+    res = json.loads((out / "result.json").read_text())
+    assert res["interrupted"] is True and res["steps"] >= 1
+    img = Image.open(out / "stylized.png")
+    assert img.size == (64, 48)
+
+
+def test_tour_skips_an_unreadable_photo(tmp_path: Path) -> None:
+    from convlens.show.tour import tour_images
+
+    _photos(tmp_path / "photos", ["a.png", "c.png", "d.png"])
+    (tmp_path / "photos" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.warns(UserWarning, match="skipped .*b.png"):
+        photos, files = tour_images(tmp_path / "photos", limit=3)
+    assert sorted(photos) == ["a", "c", "d"] and len(files) == 4
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"junk")
+    with pytest.warns(UserWarning), pytest.raises(Exception, match="none of the 1 image"):
+        tour_images(tmp_path / "bad")

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from .. import __version__
+from ..errors import UserError
 from ..images import demo_images, list_images, load_image
 from ..models import Model
 from . import figures as F
@@ -840,12 +841,23 @@ def tour_images(folder: str | Path | None = None, *, limit: int = 16) -> tuple[d
     if not files:
         from ..errors import UserError
         raise UserError(f"no images found in {folder}")
+    import warnings
+
     photos: dict[str, Image.Image] = {}
-    for f in files[:limit]:
+    for f in files:  # the first ``limit`` readable ones: an unreadable file is skipped with a warning
+        if len(photos) >= limit:
+            break
+        try:
+            img = load_image(f)
+        except UserError as exc:
+            warnings.warn(f"skipped {f}: {exc}", stacklevel=2)
+            continue
         name = f.stem
         while name in photos:
             name += "_"
-        photos[name] = load_image(f)
+        photos[name] = img
+    if not photos:
+        raise UserError(f"none of the {len(files)} image(s) in {folder} could be read")
     return photos, files
 
 
