@@ -143,6 +143,8 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
     run.save({"layer": layer, "method": method, "trustworthiness": emb.trustworthiness,
               "embed_seconds": emb.seconds, "scan_seconds": out.seconds, "engine": out.engine, "grid": side,
               "params": emb.params, "skipped": out.skipped,
+              "scan": {"images": len(ds), "network": out.images - out.resumed, "from_checkpoint": out.resumed,
+                       "from_cache": len(ds) - len(out.skipped) - out.images},
               "points": [{"file": str(f), "x": float(p[0]), "y": float(p[1]), "cell": int(c),
                           "label": labels[i] if has_labels else None}  # type: ignore[index]
                          for i, (f, p, c) in enumerate(zip(feats.files, emb.xy, cells))]})

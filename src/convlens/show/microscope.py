@@ -221,7 +221,8 @@ def _run_scan(model: Model, ds: Dataset, layers: list[str], k: int, ranges: dict
     reducers.append(DeadUnits(layers))
     res = scan(model, ds, reducers, batch_size=batch_size, progress=progress, cluster=cluster, checkpoint=checkpoint)
     data: dict[str, Any] = {"images": int(res.images), "skipped": [list(s) for s in res.skipped],
-                            "scan_seconds": float(res.seconds), "layers": layers}
+                            "scan_seconds": float(res.seconds), "layers": layers,
+                            "from_checkpoint": int(res.resumed)}  # images whose shard a killed run had finished
     for layer in layers:
         top = res[f"topk:{layer}"]
         data[f"{layer}|values"], data[f"{layer}|ids"] = top.values, top.ids
