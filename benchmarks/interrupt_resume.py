@@ -156,7 +156,7 @@ def experiment(n: int, tiny: bool, work: Path, at: float = 0.5, commands=("embed
                            max_feature_diff=float(np.abs(f_full - f_res).max()),
                            points_equal=[p["file"] for p in res_full["points"]] == [p["file"] for p in res["points"]])
             else:
-                meta_full, a_full = _microscope_state(full_out)
+                _, a_full = _microscope_state(full_out)
                 meta, a_res = _microscope_state(out)
                 net = int(meta["images"]) - int(meta.get("from_checkpoint", 0))
                 row.update(network=net, from_checkpoint=meta.get("from_checkpoint", 0),

@@ -224,6 +224,9 @@ def test_battery_covers_every_command() -> None:
     plain = [(" ".join(path), p.name) for path, cmd in COMMANDS.items() for p in cmd.params
              if isinstance(p, click.Option) and type(p.type) is click.types.FloatParamType]
     assert not plain, f"float options without the finite check: {plain}"
+    ints = [(" ".join(path), p.name) for path, cmd in COMMANDS.items() for p in cmd.params
+            if isinstance(p, click.Option) and type(p.type) is click.types.IntParamType]
+    assert not ints, f"integer options without a range (COUNT, NATURAL, at_least): {ints}"
     assert len(CASES) > 200
 
 

@@ -153,7 +153,7 @@ def test_saved_adversarial_png_is_inside_the_ball(twins: Path, tmp_path: Path, c
                       "--method", "pgd", "--out", str(out)], capsys)
     assert code == 0, err
     res = json.loads((out / "result.json").read_text())
-    e = float(eval(eps))  # noqa: S307 - a literal fraction of the test
+    e = float(eval(eps))  # a literal fraction of the test
     model = _tiny_model(None)
     assert res["saved_png"]["outside_ball"] == 0
     for r in res["outputs"]:
@@ -269,7 +269,7 @@ def test_fast_style_resume_equals_uninterrupted(tiny: Model, tmp_path: Path) -> 
     full, _ = train_fast_style(tiny, styles, photos, config=cfg, steps=6)
     ckpt = tmp_path / "ckpt.pt"
 
-    def checkpoint(net, state, opt) -> None:  # noqa: ANN001
+    def checkpoint(net, state, opt) -> None:
         save_fast_style(ckpt, net, cfg, state, opt)
 
     torch.manual_seed(123)  # the global RNG must not matter: the run is seeded by its config

@@ -161,7 +161,7 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
 @click.option("--direction", "directions", multiple=True, type=click.Choice(["unit", "random", "pca"]),
               help="Top patches along random / principal directions of the layer, beside single units, from one "
                    "scan, with their class coherence (Szegedy et al. 2014). Repeat for several.")
-@click.option("--count", type=int, default=8, show_default=True, help="With --direction: directions of each kind.")
+@click.option("--count", type=COUNT, default=8, show_default=True, help="With --direction: directions of each kind.")
 @_LIMIT
 @_CACHE
 def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided: bool,

@@ -555,7 +555,6 @@ def _sec_grabcut(ctx: TourContext, out: SectionOutput) -> None:
 
 def _sec_slice(ctx: TourContext, out: SectionOutput) -> None:
     slice_accuracy = _need("study.slicing", "slice_accuracy")
-    from ..errors import UserError
     from ..read.dataset import Dataset
     from .study import attribute_figure, corruption_figure
 
@@ -839,7 +838,6 @@ def tour_images(folder: str | Path | None = None, *, limit: int = 16) -> tuple[d
         return demo_images(TOUR_PHOTOS), None
     files = list_images(folder)
     if not files:
-        from ..errors import UserError
         raise UserError(f"no images found in {folder}")
     import warnings
 
@@ -956,7 +954,6 @@ def run_tour(model: Model, out: str | Path, *, images: str | Path | None = None,
     if only is not None:
         unknown = sorted(set(only) - {s.key for s in SECTIONS})
         if unknown:
-            from ..errors import UserError
             raise UserError(f"unknown tour section(s) {', '.join(unknown)}; valid: "
                             f"{', '.join(s.key for s in SECTIONS)}")
     results = [SectionResult(s.key, s.title, s.explanation) for s in SECTIONS]
