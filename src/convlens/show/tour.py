@@ -27,8 +27,8 @@ from .. import __version__
 from ..errors import UserError
 from ..images import demo_images, list_images, load_image
 from ..models import Model
-from . import figures as F
 from ..results import write_result
+from . import figures as F
 from .html import render, save_image
 
 __all__ = ["Figure", "Table", "SectionOutput", "SectionResult", "Section", "TourContext", "TourReport", "SECTIONS",
