@@ -67,6 +67,7 @@ from .reducers import BatchMeta, Reducer
 __all__ = ["ScanResult", "choose_batch_size", "dead_unit_layers", "feature_layer", "reduce_shard", "scan"]
 
 _BATCH_CACHE: dict[tuple, int] = {}
+SHARD_SIZE = 128  # images per shard of a checkpointed scan: what a SIGKILL can lose at most
 
 
 class ScanResult(dict):
@@ -215,7 +216,7 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
             seen, batch_size, used = _scan_local(model, dataset, [todo], active, layers, batch_size, workers, engine,
                                                  progress, skipped, None, 0)
         else:
-            size = shard_size or 128
+            size = shard_size or SHARD_SIZE
             shards = [(i, pos) for i, pos in _plan(need, size)]
             n_shards = len(shards)
             ckpt = ScanCheckpoint(folder, scan_key(model, dataset, named, size)) if folder is not None else None
@@ -260,6 +261,8 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
     finally:
         for r in named.values():
             r.close()
+    if len(todo) and not seen + resumed and skipped:  # nothing readable: no result, one line (like read_images)
+        raise UserError(f"none of the {len(skipped)} image(s) could be read (first: {skipped[0][0]}: {skipped[0][1]})")
     for f, why in skipped:
         warnings.warn(f"skipped {f}: {why}", stacklevel=2)
     out = ScanResult({name: r.result() for name, r in named.items()})
