@@ -12,13 +12,12 @@ AblationCAM 32); each map's Pearson correlation with ours is printed too (the pe
 import sys
 
 import torch
+from _common import SAMPLE, PixelNet, median_seconds
 from pytorch_grad_cam import AblationCAM, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import convlens
 from convlens.attribute import ablation_cam, score_cam
-
-from _common import SAMPLE, PixelNet, median_seconds
 
 convlens.tune_allocator()
 repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3

@@ -11,13 +11,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from convlens.attribute.sanity import (cascading_randomization, label_randomization, randomization_groups,
-                                       randomize, rank_correlation, ssim)
+from convlens.attribute.sanity import (
+    cascading_randomization,
+    label_randomization,
+    randomization_groups,
+    randomize,
+    rank_correlation,
+    ssim,
+)
 from convlens.cli import main
 from convlens.errors import UserError
 
 
-def _state(model) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def _state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
 
 
