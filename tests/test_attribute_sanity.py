@@ -130,7 +130,7 @@ def test_sanity_command(tmp_path, sample_dir) -> None:
     for f in ("sanity.png", "sanity_maps.png", "label_maps.png"):
         assert (tmp_path / f).is_file()
     bad = CliRunner().invoke(main, ["sanity-check", photo, "--methods", "nosuch", "--out", str(tmp_path / "b")])
-    assert bad.exit_code != 0 and "unknown method" in bad.output
+    assert bad.exit_code != 0 and "unknown method" in str(bad.exception)
 
 
 def test_a_constant_trained_map_is_reported(tiny, images) -> None:
