@@ -7,6 +7,8 @@ Usage: python benchmarks/bench_attribute_faithfulness.py [N_IMAGES=50] [STEPS=50
            [METHODS=all] [BEFORE_IMAGES=2] [RISE_MASKS=2000] [PEERS=1]
 
 METHODS is a comma-separated list of convlens methods (``all``: every registered one plus random and edge);
+``BASE@blurS`` adds the map of method BASE (which must be listed before it) blurred by a Gaussian of sigma S
+pixels -- a post-processing tried to raise insertion (it costs only its curves);
 BEFORE_IMAGES is how many images also run the old one-map-at-a-time curves for the before/after timing (0: none).
 Per-image numbers are appended to ``faithfulness_rows.jsonl`` as they come, so a long run can be read part-way.
 """
@@ -53,6 +55,16 @@ def before(model, x, maps, target, steps, generator, batch_size=64):
     return out
 
 
+def blur_map(m: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A map ``(N, H, W)`` smoothed by a Gaussian of ``sigma`` pixels (reflecting borders)."""
+    r = max(1, round(3 * sigma))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * sigma ** 2))
+    k = (k / k.sum()).to(m.dtype)
+    y = torch.nn.functional.pad(m[:, None], (r, r, r, r), mode="reflect")
+    y = torch.nn.functional.conv2d(y, k.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(y, k.view(1, 1, -1, 1))[:, 0]
+
+
 def main() -> None:
     convlens.tune_allocator()
     a = sys.argv[1:]
@@ -88,7 +100,8 @@ def main() -> None:
     rows = {name: [] for name in names + list(peers)}
     secs = {name: 0.0 for name in rows}
     curve_secs, before_secs, after_secs, engine = [], [], [], "torch"
-    log = open("faithfulness_rows.jsonl", "a")
+    curve_cpu, p_clean = [], []
+    log = open("faithfulness_rows.jsonl", "a")  # noqa: SIM115 -- appended to while the run goes
     for k, f in enumerate(files):
         x = model.load(f)
         t = model(x).argmax(-1)
@@ -97,6 +110,9 @@ def main() -> None:
             s = time.perf_counter()
             if name in peers:
                 m = peers[name](x, t)
+            elif "@blur" in name:
+                base, sigma = name.split("@blur")
+                m = blur_map(maps[base], float(sigma))
             else:
                 opts = dict(options.get(name, {}))
                 if name in ("smoothgrad", "random", "rise"):
@@ -104,9 +120,11 @@ def main() -> None:
                 m = saliency(model, x, name, t, **opts)
             secs[name] += time.perf_counter() - s
             maps[name] = m.detach().float()
-        s = time.perf_counter()
+        s, c = time.perf_counter(), time.process_time()
         res = deletion_insertion_many(model, x, maps, t, steps=steps, generator=torch.Generator().manual_seed(1))
         curve_secs.append(time.perf_counter() - s)
+        curve_cpu.append(time.process_time() - c)
+        p_clean.append(float(model(x).softmax(-1)[0, int(t)]))
         engine = next(iter(res.values())).engine
         for name, r in res.items():
             rows[name].append((float(r.deletion_auc[0]), float(r.insertion_auc[0])))
@@ -131,7 +149,10 @@ def main() -> None:
         d = sum(v[0] for v in vals) / len(vals)
         i = sum(v[1] for v in vals) / len(vals)
         print(f"{name:<28} {d:>9.3f} {i:>9.3f} {secs[name] / len(files):>7.2f}")
-    print(f"curves of all {len(rows)} maps: {sum(curve_secs) / len(curve_secs):.1f} s per image")
+    print(f"curves of all {len(rows)} maps: {sum(curve_secs) / len(curve_secs):.1f} s per image (wall), "
+          f"{sum(curve_cpu) / len(curve_cpu):.1f} CPU-s per image over {torch.get_num_threads()} threads "
+          f"(wall on {torch.get_num_threads()} free cores: about {sum(curve_cpu) / len(curve_cpu) / torch.get_num_threads():.1f} s)")
+    print(f"mean probability of the explained class on the full image: {sum(p_clean) / len(p_clean):.3f}")
     if before_secs:
         b, af = sum(before_secs) / len(before_secs), sum(after_secs) / len(after_secs)
         print(f"curves of our {len(rows) - len(peers)} maps per image: before {b:.1f} s, after {af:.1f} s "

@@ -29,6 +29,7 @@ final rectification. One layer gives maps in the units of the score; ``upsample`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -37,7 +38,19 @@ import torch.nn.functional as F
 from ..core.taps import RuleReport
 from ..errors import UserError
 from ..models.model import Model
-from ._common import Resolved, TargetLike, check_batch, chunks, describe, resolve_targets, scores, take, unit_layers
+from ._common import (
+    OutputScore,
+    Resolved,
+    TargetLike,
+    check_batch,
+    chunks,
+    describe,
+    resolve_targets,
+    scores,
+    take,
+    unit_layers,
+)
+from ._forward import forward_scores
 from .gradients import guided_backprop
 
 __all__ = ["CAMS", "class_activation_map", "grad_cam", "grad_cam_pp", "xgrad_cam", "hires_cam", "layer_cam",
@@ -249,35 +262,50 @@ def _scaled(a: torch.Tensor) -> torch.Tensor:
     return _minmax(a.flatten(1))
 
 
-def _score_weights(model: Model, x: torch.Tensor, t: Resolved, a: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _score_weights(model: Model, x: torch.Tensor, t: Resolved, a: torch.Tensor, batch_size: int,
+                   engine: str) -> torch.Tensor:
     """Score-CAM's channel weights ``(N, C)``: softmax over channels of the score of ``x`` masked by each channel."""
     n, c, h, w = a.shape
     weights = torch.empty(n, c, dtype=a.dtype, device=a.device)
-    for i in range(n):
-        # masks that coincide after scaling (constant channels, affine copies) give the same masked image
-        distinct, inverse = torch.unique(_scaled(a[i]), dim=0, return_inverse=True)
-        s = torch.empty(len(distinct), dtype=x.dtype, device=a.device)
-        for sl in chunks(len(distinct), batch_size):
-            masks = _minmax(_resize(distinct[sl].view(-1, h, w), tuple(x.shape[-2:])))  # upsample, then scale
-            batch = x[i:i + 1] * masks[:, None].to(x.dtype)
-            with torch.no_grad():
-                s[sl] = scores(model, batch, take(t, [i] * len(batch)))
-        weights[i] = s[inverse].to(torch.promote_types(s.dtype, torch.float32)).softmax(0).to(a.dtype)
+    # masks that coincide after scaling (constant channels, affine copies) give the same masked image
+    distinct = [torch.unique(_scaled(a[i]), dim=0, return_inverse=True) for i in range(n)]
+    passes = sum(len(d) for d, _ in distinct)
+    with contextlib.ExitStack() as stack:
+        if isinstance(t, (torch.Tensor, OutputScore)):  # scored from the logits: the fastest checked engine
+            fwd = stack.enter_context(forward_scores(model, engine=engine, passes=passes, check=x[:2]))
+
+            def score(batch: torch.Tensor, ti: Resolved) -> torch.Tensor:
+                out = fwd(batch).to(x.device)
+                return ti(out) if isinstance(ti, OutputScore) else out.gather(1, ti.view(-1, 1).to(out.device))[:, 0]
+        else:  # a unit: the forward pass stops at its layer
+            def score(batch: torch.Tensor, ti: Resolved) -> torch.Tensor:
+                with torch.no_grad():
+                    return scores(model, batch, ti)
+        for i, (uniq, inverse) in enumerate(distinct):
+            s = torch.empty(len(uniq), dtype=x.dtype, device=a.device)
+            for sl in chunks(len(uniq), batch_size):
+                masks = _minmax(_resize(uniq[sl].view(-1, h, w), tuple(x.shape[-2:])))  # upsample, then scale
+                batch = x[i:i + 1] * masks[:, None].to(x.dtype)
+                s[sl] = score(batch, take(t, [i] * len(batch))).to(s.dtype)
+            weights[i] = s[inverse].to(torch.promote_types(s.dtype, torch.float32)).softmax(0).to(a.dtype)
     return weights
 
 
 def score_cam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerSpec = None,
-              relu: bool = True, upsample: bool = True, batch_size: int = 32) -> torch.Tensor:
+              relu: bool = True, upsample: bool = True, batch_size: int = 32, engine: str = "auto") -> torch.Tensor:
     """Score-CAM (Wang et al. 2020): ``relu(sum_k w_k A_k)`` with ``w = softmax_k(score(x * M_k))``, ``M_k``
     channel ``k`` of ``layer`` upsampled (bilinear) and scaled to [0, 1], the masked pixels black.
 
     Gradient-free: one forward pass per distinct mask, ``batch_size`` masked copies at a time (channels whose
-    masks coincide -- dead or constant channels, affine copies -- share one pass: the result is the same).
-    Same targets, layers and units as :func:`grad_cam`; returns ``(N, H, W)``.
+    masks coincide -- dead or constant channels, affine copies -- share one pass: the result is the same), on
+    the fastest checked forward ``engine`` for class and output-score targets (``auto``: OpenVINO when
+    installed and there are enough passes, compared with eager PyTorch on the image first; see
+    :func:`~convlens.attribute._forward.forward_scores`). Same targets, layers and units as :func:`grad_cam`;
+    returns ``(N, H, W)``.
     """
     x, t, names = _prepare(model, x, target, layer)
     acts, _, _ = _capture(model, x, t, names, grads=False)
-    maps = [(_score_weights(model, x, t, a, batch_size)[:, :, None, None] * a).sum(1) for a in acts]
+    maps = [(_score_weights(model, x, t, a, batch_size, engine)[:, :, None, None] * a).sum(1) for a in acts]
     return _finish(maps, x, relu, upsample)
 
 

@@ -46,7 +46,8 @@ class SanityCheck:
     randomised last (all groups above it are random too), or ``"random labels"``. ``spearman[method]`` and
     ``ssim[method]`` are ``(len(steps), N)`` arrays (row 0 compares the trained model with itself: 1).
     ``maps[method]`` holds the maps ``(len(steps), N, H, W)``; ``parameters`` records what was done (seed,
-    groups, the share of random labels the copy fitted).
+    groups, the share of random labels the copy fitted) and ``constant_trained_maps``: per method, how many
+    images have a constant map on the trained model (nothing to compare: their similarities say nothing).
     """
 
     test: str
@@ -74,14 +75,17 @@ class SanityCheck:
 # --- similarity ----------------------------------------------------------------------------------------------
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    """Spearman rank correlation per image of maps ``(N, H, W)`` (ties share their mean rank); a constant map
-    shares no ranking with anything: 0."""
+    """Spearman rank correlation per image of maps ``(N, H, W)`` (ties share their mean rank); two equal maps: 1
+    (constant ones too), a constant map against a different one shares no ranking: 0."""
     from scipy.stats import rankdata
 
     out = np.zeros(a.shape[0])
     for i in range(a.shape[0]):
         ra = rankdata(a[i].detach().double().cpu().numpy().ravel())
         rb = rankdata(b[i].detach().double().cpu().numpy().ravel())
+        if torch.equal(a[i], b[i]):
+            out[i] = 1.0
+            continue
         if ra.std() == 0 or rb.std() == 0:
             continue
         out[i] = float(np.corrcoef(ra, rb)[0, 1])
@@ -169,6 +173,9 @@ def _maps(model: Model, x: torch.Tensor, methods: Sequence[str], target: Any,
 def _compare(test: str, methods: list[str], steps: list[str], maps: list[dict[str, torch.Tensor]],
              targets: list[Any], parameters: dict[str, Any]) -> SanityCheck:
     rho = {m: np.stack([rank_correlation(maps[0][m], s[m]) for s in maps]) for m in methods}
+    flat = {m: maps[0][m].flatten(1) for m in methods}
+    parameters["constant_trained_maps"] = {m: int((f.amax(1) == f.amin(1)).sum()) for m, f in flat.items()
+                                           if bool((f.amax(1) == f.amin(1)).any())}
     sim = {m: np.stack([ssim(maps[0][m], s[m]) for s in maps]) for m in methods}
     return SanityCheck(test, methods, steps, rho, sim, {m: torch.stack([s[m] for s in maps]) for m in methods},
                        targets, parameters)

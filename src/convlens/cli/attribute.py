@@ -425,6 +425,9 @@ def sanity_cmd(run, images: tuple[str, ...], methods: str, limit: int, groups: s
     click.echo(f"cascading randomisation: {len(res.steps) - 1} groups, {time.perf_counter() - start:.1f} s", err=True)
     for m in names:
         click.echo(f"{m:<16} spearman " + " ".join(f"{v:.2f}" for v in res.mean(m)), err=True)
+    for m, k in res.parameters["constant_trained_maps"].items():
+        click.echo(f"warning: {m} gives a constant map on the trained model for {k} of {len(files)} images: "
+                   f"their similarities say nothing", err=True)
     save(sanity_figure(res, title_text=f"cascading randomisation, {model.name}, {len(files)} images"),
          run.out / "sanity.png")
     save(sanity_maps_figure(res, x[0]), run.out / "sanity_maps.png")
