@@ -42,10 +42,17 @@ def test_grid_assignment_is_one_to_one():
     assert grid_assignment(pts, 2)[0].tolist() == [0, 1, 2, 3]
 
 
-def test_pca_and_embed_shapes():
+def test_pca_agrees_with_scikit_learn_and_embed_keeps_the_first_component():
+    from sklearn.decomposition import PCA
+
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(60, 30)).astype(np.float32)
-    assert pca(x, 5).shape == (60, 5)
+    x = (rng.normal(size=(60, 30)) * np.linspace(3, 0.1, 30)).astype(np.float32)  # distinct variances
+    ours, ref = pca(x, 5), PCA(5).fit_transform(x.astype(np.float64))
+    assert ours.shape == (60, 5)
+    # randomised SVD: each component agrees with the exact one up to sign (|correlation| ~ 1), variances too
+    corr = [abs(np.corrcoef(ours[:, i], ref[:, i])[0, 1]) for i in range(5)]
+    assert min(corr) > 0.999, corr
+    np.testing.assert_allclose(ours.var(0), ref.var(0), rtol=1e-3)
     e = embed(x, "pca")
     assert e.xy.shape == (60, 2) and 0 <= e.trustworthiness <= 1
     np.testing.assert_allclose(np.abs(e.xy[:, 0].std()), np.linalg.svd(x - x.mean(0))[1][0] / np.sqrt(60), rtol=1e-3)

@@ -7,27 +7,97 @@ composable objectives with one optimisation loop, and one streamed dataset scan.
 
 from __future__ import annotations
 
+from .adversarial import attack, fgsm, fool, ifgsm, pgd, transfer, universal_perturbation
+from .attribute import (
+    Unit,
+    ablation_cam,
+    cascading_randomization,
+    class_activation_map,
+    class_sum,
+    deconvnet,
+    deletion_insertion,
+    eigen_cam,
+    grabcut,
+    grad_cam,
+    grad_cam_pp,
+    guided_backprop,
+    guided_grad_cam,
+    hires_cam,
+    integrated_gradients,
+    label_randomization,
+    layer_cam,
+    margin,
+    occlusion,
+    saliency,
+    score_cam,
+    smoothgrad,
+    vanilla_gradient,
+    xgrad_cam,
+)
+from .core import (
+    Objective,
+    OptimizeResult,
+    Recorded,
+    alpha_norm,
+    channel,
+    class_logit,
+    class_logprob,
+    feature_match,
+    gram,
+    gram_match,
+    l2,
+    layer_norm,
+    neuron,
+    optimize,
+    total_variation,
+)
+from .core.params import FourierImage, PixelImage
 from .core.taps import RULES, BackwardRule, StopForward, Tap, activations, backward_rule
 from .errors import UserError
 from .images import demo_images, list_images, load_image, to_pil
-from .models import (DEFAULT_MODEL, LayerIndex, LayerInfo, Model, Prediction, Preprocess, ReceptiveField,
-                     available_models, imagenet_labels, load_model, register)
+from .models import (
+    DEFAULT_MODEL,
+    LayerIndex,
+    LayerInfo,
+    Model,
+    Prediction,
+    Preprocess,
+    ReceptiveField,
+    available_models,
+    imagenet_labels,
+    load_model,
+    register,
+)
+from .read import (
+    DeadUnits,
+    Histogram,
+    PooledFeatures,
+    TopK,
+    activation_maps,
+    conv_filters,
+    embed,
+    empirical_receptive_field,
+    linear_templates,
+    load_dataset,
+    neighbors,
+    scan,
+    top_patches,
+    trustworthiness,
+)
 from .runtime import tune_allocator
-from .core import (Objective, OptimizeResult, Recorded, alpha_norm, channel, class_logit, class_logprob, feature_match,
-                   gram, gram_match, l2, layer_norm, neuron, optimize, total_variation)
-from .core.params import FourierImage, PixelImage
-from .read import (activation_maps, conv_filters, embed, empirical_receptive_field, linear_templates, load_dataset,
-                   neighbors, scan, top_patches, trustworthiness)
-from .read import DeadUnits, Histogram, PooledFeatures, TopK
-from .attribute import (Unit, deconvnet, deletion_insertion, grabcut, grad_cam, guided_backprop, guided_grad_cam,
-                        integrated_gradients, occlusion, saliency, smoothgrad, vanilla_gradient)
-from .attribute import (ablation_cam, class_activation_map, class_sum, eigen_cam, grad_cam_pp, hires_cam, layer_cam,
-                        margin, score_cam, xgrad_cam)
-from .attribute import cascading_randomization, label_randomization
-from .synthesize import (apply_fast_style, dream, invert, load_fast_style, multifaceted, style_transfer,
-                         synthesize_texture, train_fast_style, visualize_class, visualize_unit)
-from .adversarial import attack, fgsm, fool, ifgsm, pgd, transfer, universal_perturbation
 from .study import corrupt, slice_accuracy
+from .synthesize import (
+    apply_fast_style,
+    dream,
+    invert,
+    load_fast_style,
+    multifaceted,
+    style_transfer,
+    synthesize_texture,
+    train_fast_style,
+    visualize_class,
+    visualize_unit,
+)
 
 __version__ = "0.1.0"
 
@@ -60,7 +130,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # noqa: ANN202 -- the HTML side imports Jinja2 only when asked for
+def __getattr__(name: str):
     if name == "run_tour":
         from .show.tour import run_tour
         return run_tour

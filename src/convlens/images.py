@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from .errors import UserError
 __all__ = ["ImageLike", "load_image", "list_images", "to_pil", "IMAGE_SUFFIXES", "demo_images", "to_pixels",
            "max_image_pixels", "set_max_image_pixels", "read_images", "FolderRead"]
 
-ImageLike = Union[str, os.PathLike, Image.Image]
+ImageLike = str | os.PathLike | Image.Image
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default: about 9459 x 9459
@@ -109,7 +109,7 @@ def load_image(source: ImageLike, *, draft: tuple[int, int] | None = None) -> Im
             raise UserError(f"not an image Pillow can read: {path} ({exc.__class__.__name__})") from None
     try:
         img = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 -- a damaged EXIF block: keep the pixels as stored
+    except Exception:  # noqa: BLE001, S110 -- a damaged EXIF block: keep the pixels as stored
         pass
     return _to_rgb(img)
 
@@ -123,7 +123,7 @@ def list_images(paths: Iterable[ImageLike] | ImageLike, *, recursive: bool = Tru
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out: list[Path] = []
-    for p in paths:
+    for p in paths:  # type: ignore[union-attr]
         path = Path(p)  # type: ignore[arg-type]
         if path.is_dir():
             found: list[Path] = []

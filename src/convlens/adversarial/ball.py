@@ -130,10 +130,10 @@ def quantize_into_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, 
         k_best, ok_best = at(high)
         for _ in range(30):
             mid = (low + high) / 2
-            k_mid, ok_mid = at(mid)
+            _, ok_mid = at(mid)
             low = torch.where(ok_mid, mid, low)
             high = torch.where(ok_mid, high, mid)
-        k_low, ok_low = at(low)
+        k_low, _ = at(low)
         k = torch.where(ok_best.view(shape), k_best, k_low)
         q = levels[k]
         inside = _flat_l2(q - xd) <= eps

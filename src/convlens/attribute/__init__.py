@@ -8,8 +8,19 @@ attributions (:func:`to_map` collapses them); :func:`saliency` returns ``N x H x
 """
 
 from ._common import OutputScore, TargetLike, Unit, class_sum, margin, resolve_targets, to_map
-from .cam import (CAMS, ablation_cam, class_activation_map, eigen_cam, grad_cam, grad_cam_pp, guided_grad_cam,
-                  hires_cam, layer_cam, score_cam, xgrad_cam)
+from .cam import (
+                  CAMS,
+                  ablation_cam,
+                  class_activation_map,
+                  eigen_cam,
+                  grad_cam,
+                  grad_cam_pp,
+                  guided_grad_cam,
+                  hires_cam,
+                  layer_cam,
+                  score_cam,
+                  xgrad_cam,
+)
 from .gradients import deconvnet, guided_backprop, integrated_gradients, smoothgrad, vanilla_gradient
 from .methods import CAM_METHODS, CLASS_ONLY, METHODS, edge_map, random_map, saliency
 from .metrics import Faithfulness, SaliencyEvaluation, deletion_insertion, deletion_insertion_many, evaluate_saliency

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 
@@ -69,7 +68,7 @@ class OutputScore:
         if not callable(fn):
             raise UserError(f"an output target must be callable, got {type(fn).__name__}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "score")
+        self.name: str = name or str(getattr(fn, "__name__", "score"))
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
         return self.fn(output)
@@ -100,9 +99,9 @@ def class_sum(classes: Sequence[int], *, prob: bool = False) -> OutputScore:
     return OutputScore(fn, name=f"{'p' if prob else 'logit'}_sum({','.join(map(str, idx))})")
 
 
-TargetLike = Union[int, str, Sequence[int], Sequence[str], torch.Tensor, Unit, Sequence[Unit], OutputScore,
-                   Callable[[torch.Tensor], torch.Tensor], None]
-Resolved = Union[torch.Tensor, Unit, tuple, OutputScore]  # classes (N,), one unit, one unit per image, a score
+TargetLike = (int | str | Sequence[int] | Sequence[str] | torch.Tensor | Unit | Sequence[Unit] | OutputScore
+              | Callable[[torch.Tensor], torch.Tensor] | None)
+Resolved = torch.Tensor | Unit | tuple | OutputScore  # classes (N,), one unit, one unit per image, a score
 
 
 def check_batch(x: torch.Tensor) -> torch.Tensor:
@@ -163,14 +162,14 @@ def resolve_targets(model: Model, x: torch.Tensor, target: TargetLike) -> Resolv
                             "convlens.attribute.class_sum([...]) (their sum) or margin(a, b)")
         if any(isinstance(c, str) for c in target):
             target = [model.class_index(c) for c in target]
-        if any(isinstance(c, (float, bool)) or isinstance(c, slice) for c in target):
+        if any(isinstance(c, (float, bool, slice)) for c in target):
             raise UserError(f"class indices must be integers, got {target!r}")
     try:
         t = torch.as_tensor(target, device=x.device)
     except (TypeError, ValueError, RuntimeError):
         raise UserError(f"unsupported target {target!r} ({type(target).__name__}): expected {_KINDS}") from None
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        if t.dtype == torch.bool or bool((t != t.round()).any()):
+    if (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool) and \
+            (t.dtype == torch.bool or bool((t != t.round()).any())):
             raise UserError(f"class indices must be integers, got a {t.dtype} tensor")
     t = t.to(torch.long).flatten()
     if t.numel() == 1 and n > 1:
@@ -212,7 +211,7 @@ def _unit_value(a: torch.Tensor, u: Unit) -> torch.Tensor:
         return a[:, u.channel]
     if u.y is None:
         return a[:, u.channel].flatten(1).mean(1)
-    if not (0 <= u.y < a.shape[2] and 0 <= u.x < a.shape[3]):
+    if u.x is None or not (0 <= u.y < a.shape[2] and 0 <= u.x < a.shape[3]):
         raise UserError(f"position ({u.y}, {u.x}) out of range: {u.layer} is {a.shape[2]}x{a.shape[3]} "
                         f"at this input size")
     return a[:, u.channel, u.y, u.x]

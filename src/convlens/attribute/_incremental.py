@@ -77,7 +77,7 @@ def _record(model: Model, xn: torch.Tensor) -> tuple[list[_Edge], torch.Tensor]:
     def key(t: torch.Tensor) -> tuple[int, int]:
         return (id(t), t._version)
 
-    def pre(name: str):  # noqa: ANN202
+    def pre(name: str):
         def hook(mod: nn.Module, args: tuple) -> None:
             t = args[0] if args and isinstance(args[0], torch.Tensor) else None
             entry = {"name": name, "module": mod, "call": counts.get(name, 0), "in": None}
@@ -88,7 +88,7 @@ def _record(model: Model, xn: torch.Tensor) -> tuple[list[_Edge], torch.Tensor]:
             stack.append(entry)
         return hook
 
-    def post(name: str):  # noqa: ANN202
+    def post(name: str):
         def hook(mod: nn.Module, args: tuple, out: object) -> None:
             entry = stack.pop()
             if entry["in"] is None or not isinstance(out, torch.Tensor) or out.dim() != 4:
@@ -125,7 +125,8 @@ def _record(model: Model, xn: torch.Tensor) -> tuple[list[_Edge], torch.Tensor]:
         picked.append(calls[best[end][1]])
         end = picked[-1]["in"]
     picked.reverse()
-    del keep, calls
+    keep.clear()  # free the recorded tensors; the picked calls hold what the second pass needs
+    calls.clear()
     # second pass: snapshots of the clean inputs of the chain's calls (in-place ops overwrite them later)
     values = _snapshots(model, xn, [(c["name"], c["call"]) for c in picked])
     chain: list[_Edge] = []
@@ -148,7 +149,7 @@ def _snapshots(model: Model, xn: torch.Tensor, calls: list[tuple[str, int]]) -> 
     counts: dict[str, int] = {}
     handles = []
 
-    def pre(name: str):  # noqa: ANN202
+    def pre(name: str):
         def hook(mod: nn.Module, args: tuple) -> None:
             n = counts.get(name, 0)
             counts[name] = n + 1
@@ -267,7 +268,7 @@ class IncrementalPlan:
             self.tiny = tiny
             try:
                 out = self._suffix(e.base_out)
-            except Exception:  # noqa: BLE001 -- a suffix that cannot run on a replaced activation: try another
+            except Exception:  # noqa: BLE001, S112 -- a suffix that cannot run on a replaced activation: try another
                 continue
             if out.shape == self.base_logits.shape and torch.allclose(out, self.base_logits, rtol=1e-4,
                                                                        atol=1e-5):

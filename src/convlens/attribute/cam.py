@@ -37,8 +37,7 @@ import torch.nn.functional as F
 from ..core.taps import RuleReport
 from ..errors import UserError
 from ..models.model import Model
-from ._common import (Resolved, TargetLike, check_batch, chunks, describe, resolve_targets, scores, take,
-                      unit_layers)
+from ._common import Resolved, TargetLike, check_batch, chunks, describe, resolve_targets, scores, take, unit_layers
 from .gradients import guided_backprop
 
 __all__ = ["CAMS", "class_activation_map", "grad_cam", "grad_cam_pp", "xgrad_cam", "hires_cam", "layer_cam",
@@ -309,7 +308,7 @@ class _FromLayer:
         for size in ((min(H, 2 * sy), min(W, 2 * sx)), (min(H, 4 * sy), min(W, 4 * sx))):
             try:
                 got = self._run(acts, size)
-            except Exception:  # noqa: BLE001 -- the prefix cannot run on that image: try the next, or run it all
+            except Exception:  # noqa: BLE001, S112 -- the prefix cannot run on that image: try the next, or run it all
                 continue
             if got.shape == full.shape and torch.allclose(got.float(), full.float(), rtol=1e-4,
                                                           atol=1e-5 * (1 + float(full.abs().max()))):
@@ -377,7 +376,7 @@ def ablation_cam(model: Model, x: torch.Tensor, target: TargetLike = None, *, la
 
 def _first_component(a: torch.Tensor, center: bool) -> torch.Tensor:
     """Projection ``(N, h, w)`` of each position's activation vector on the first principal direction."""
-    n, c, h, w = a.shape
+    n, _, h, w = a.shape
     m = a.flatten(2).transpose(1, 2).double()  # N x hw x C
     if center:
         m = m - m.mean(1, keepdim=True)

@@ -274,7 +274,7 @@ class ModelComparison:
 
     @property
     def mean_spearman(self) -> float:
-        vals = [v for v in self.spearman if v == v]
+        vals = [v for v in self.spearman if not np.isnan(v)]
         return float(np.mean(vals)) if vals else float("nan")
 
 
@@ -298,7 +298,7 @@ def compare_maps(a: FolderSaliency, b: FolderSaliency, model_a: Model, model_b: 
         fa = _in_frame(ma, box_a, frame, ma.shape)
         fb = _in_frame(mb, box_b, frame, ma.shape)
         rho.append(spearman(fa, fb))
-        k = max(1, int(round(top * fa.size)))
+        k = max(1, round(top * fa.size))
         ta = np.zeros(fa.size, bool)
         ta[np.argsort(-fa.ravel(), kind="stable")[:k]] = True
         tb = np.zeros(fb.size, bool)

@@ -10,8 +10,17 @@ import torch
 from ..errors import UserError, closest
 from ..models.model import Model
 from ._common import TargetLike, check_batch, to_map
-from .cam import (ablation_cam, eigen_cam, grad_cam, grad_cam_pp, guided_grad_cam, hires_cam, layer_cam, score_cam,
-                  xgrad_cam)
+from .cam import (
+    ablation_cam,
+    eigen_cam,
+    grad_cam,
+    grad_cam_pp,
+    guided_grad_cam,
+    hires_cam,
+    layer_cam,
+    score_cam,
+    xgrad_cam,
+)
 from .gradients import deconvnet, guided_backprop, integrated_gradients, smoothgrad, vanilla_gradient
 from .occlusion import occlusion
 
@@ -64,7 +73,7 @@ METHODS: dict[str, MapFn] = {
 }
 """Saliency maps ``(N, H, W)`` by name; larger means more important for the target."""
 
-from .rise import rise  # noqa: E402 -- RISE (Petsiuk et al. 2018), forward-only, in its own module
+from .rise import rise
 
 METHODS["rise"] = rise
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,11 +77,11 @@ def occlusion(model: Model, x: torch.Tensor, target: TargetLike = None, *, windo
     several times cheaper in those layers. Returns ``(N, H, W)``; positive means the region supports the target.
     """
     x = check_batch(x)
-    t = resolve_targets(model, x, target)
+    t: Any = resolve_targets(model, x, target)
     if score not in ("prob", "logit"):
         raise ValueError(f"score must be prob or logit, got {score!r}")
-    win = (window, window) if isinstance(window, int) else tuple(window)
-    st = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    win: tuple[int, int] = (window, window) if isinstance(window, int) else (int(window[0]), int(window[1]))
+    st: tuple[int, int] = (stride, stride) if isinstance(stride, int) else (int(stride[0]), int(stride[1]))
     n, _, H, W = x.shape
     win = (min(win[0], H), min(win[1], W))
     if min(win) < 1 or min(st) < 1:
@@ -98,7 +99,7 @@ def occlusion(model: Model, x: torch.Tensor, target: TargetLike = None, *, windo
             raise ValueError(f"a fill patch must be 3 x h x w with h, w >= the window {win}, got {tuple(patch.shape)}")
         patch = patch.to(x.device, x.dtype)
         incremental = False
-    fills = _filler(x, "zero" if patch is not None else fill)
+    fills = _filler(x, "zero" if patch is not None else fill)  # type: ignore[arg-type]
     maps = torch.zeros(n, H, W, dtype=x.dtype, device=x.device)
     counts = torch.zeros(H, W, dtype=x.dtype, device=x.device)
     for (y0, x0, y1, x1) in boxes:
@@ -106,7 +107,7 @@ def occlusion(model: Model, x: torch.Tensor, target: TargetLike = None, *, windo
     for i in range(n):
         xi, fi = x[i:i + 1], fills[i:i + 1]
         unit = not isinstance(t, torch.Tensor)  # a unit or an output score: scored by scores()
-        ti = (t[i] if isinstance(t, tuple) else t) if unit else int(t[i])  # one image's target
+        ti: Any = (t[i] if isinstance(t, tuple) else t) if unit else int(t[i])  # one image's target
         plan = None
         if incremental and not unit:
             plan = _plan(model, xi, fi, boxes, win)

@@ -8,6 +8,7 @@ masked copies run batched on the fastest checked engine (OpenVINO when installed
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ def rise(model: Model, x: torch.Tensor, target: TargetLike = None, *, masks: int
     is kept.
     """
     x = check_batch(x).detach()
-    t = resolve_targets(model, x, target)
+    t: Any = resolve_targets(model, x, target)
     if masks < 1 or not 0 < keep < 1 or cells < 1:
         raise ValueError(f"need masks >= 1, 0 < keep < 1 and cells >= 1, got {masks}, {keep}, {cells}")
     n, _, H, W = x.shape

@@ -59,7 +59,7 @@ def grabcut(x: torch.Tensor, maps: torch.Tensor, *, foreground: float = 0.95, pr
                             f"GrabCut needs a map that ranks some pixels above others to seed it")
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         cv2.setRNGSeed(0)
-        cv2.grabCut(bgr, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(bgr, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
         out.append(torch.from_numpy((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)))
     masks = torch.stack(out)
     return Segmentation(masks, masks.flatten(1).float().mean(1))

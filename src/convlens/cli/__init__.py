@@ -15,7 +15,7 @@ from ..errors import UserError
 from .common import main
 
 # importing the area modules registers their commands on ``main``
-from . import basics  # noqa: E402,F401  isort: skip
+from . import basics  # noqa: F401  isort: skip
 
 for _area in ("read", "attribute", "synthesize", "style", "adversarial", "show", "correspond", "study"):
     try:
@@ -27,7 +27,7 @@ for _area in ("read", "attribute", "synthesize", "style", "adversarial", "show",
 
 def _one_line(exc: click.ClickException) -> str:
     """A click error as one line: ``convlens: error: COMMAND: message``."""
-    ctx, names = getattr(exc, "ctx", None), []
+    ctx, names = getattr(exc, "ctx", None), list[str]()
     while ctx is not None and ctx.parent is not None:
         names.insert(0, ctx.info_name or "")
         ctx = ctx.parent

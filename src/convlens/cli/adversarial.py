@@ -14,10 +14,10 @@ from ..adversarial.ball import norms, quantize_into_ball
 from ..errors import UserError
 from ..images import list_images, read_images, to_pil, to_pixels
 from ..models import Model, load_model
+from ..results import output_names, save_image, save_torch
 from ..show.adversarial import attack_examples, fooling_figure, magnify, universal_figure
 from ..show.figures import save
-from ..results import output_names, save_image, save_torch
-from .common import COUNT, POSITIVE_FRACTION, FiniteFloat, NATURAL, main, model_options, parse_fraction
+from .common import COUNT, NATURAL, POSITIVE_FRACTION, FiniteFloat, main, model_options, parse_fraction
 
 
 def _load_all(model: Model, files: list[Path], what: str, batch: int = 32

@@ -19,7 +19,7 @@ def models_cmd() -> None:
 @main.command("layers")
 @model_options("layers", model_arg=True)
 @click.option("--spatial-only", is_flag=True, help="Only layers with a C x H x W output.")
-def layers_cmd(run, spatial_only: bool) -> None:  # noqa: ANN001
+def layers_cmd(run, spatial_only: bool) -> None:
     """Table of every addressable layer: name, type, output shape, channels, receptive field size and stride."""
     model = run.model
     rows = []
@@ -41,7 +41,7 @@ def layers_cmd(run, spatial_only: bool) -> None:  # noqa: ANN001
 @click.argument("images", nargs=-1, required=True)
 @model_options("predict")
 @click.option("--top", type=COUNT, default=5, show_default=True, help="How many classes to show per image.")
-def predict_cmd(run, images: tuple[str, ...], top: int) -> None:  # noqa: ANN001
+def predict_cmd(run, images: tuple[str, ...], top: int) -> None:
     """Top classes with probabilities for each image (a folder means every image in it)."""
     model = run.model
     files = list_images(images)

@@ -111,7 +111,7 @@ class CheckedGroup(click.Group):
 
     group_class = type  # sub-groups are CheckedGroups too
 
-    def add_command(self, cmd: click.Command, name: str | None = None) -> None:  # noqa: D102
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         super().add_command(_checked(cmd), name)
 
 

@@ -30,7 +30,7 @@ from ..read import (
 )
 from ..read.reducers import PooledFeatures
 from ..show.figures import save
-from .common import COUNT, cluster_options, NATURAL, main, model_options, parse_range
+from .common import COUNT, NATURAL, cluster_options, main, model_options, parse_range
 
 _DATASET = click.argument("dataset", type=click.Path(exists=True))
 _CACHE = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,

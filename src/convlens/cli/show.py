@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .common import COUNT, cluster_options, NATURAL, at_least, main, model_options
+from .common import COUNT, NATURAL, at_least, cluster_options, main, model_options
 
 
-def _section_progress(i: int, n: int, res) -> None:  # noqa: ANN001
+def _section_progress(i: int, n: int, res) -> None:
     if res.status == "pending":
         click.echo(f"[{i + 1}/{n}] {res.title} ...", err=True)
     else:
@@ -23,7 +23,7 @@ def _section_progress(i: int, n: int, res) -> None:  # noqa: ANN001
 @click.option("--only", default=None, help="Comma-separated section keys to run (the rest are listed as skipped).")
 @click.option("--style", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A painting for the style-transfer section [default: a bundled colourful micrograph].")
-def tour_cmd(run, images: str | None, quick: bool, only: str | None, style: str | None) -> None:  # noqa: ANN001
+def tour_cmd(run, images: str | None, quick: bool, only: str | None, style: str | None) -> None:
     """The whole lecture on one model as a static HTML report (OUT/index.html, pictures beside it)."""
     from ..errors import UserError
     from ..show.tour import SECTIONS, run_tour
@@ -50,7 +50,7 @@ def tour_cmd(run, images: str | None, quick: bool, only: str | None, style: str 
               help="Feature-visualization steps per channel (0: none).")
 @click.option("--vis-size", type=at_least(16), default=96, show_default=True, help="Feature-visualization side in pixels.")
 @click.option("--batch-size", type=COUNT, default=32, show_default=True, help="Scan batch size.")
-def microscope_cmd(run, dataset: str, layers: str | None, k: int, max_channels: int | None, vis_steps: int,  # noqa: ANN001
+def microscope_cmd(run, dataset: str, layers: str | None, k: int, max_channels: int | None, vis_steps: int,
                    vis_size: int, batch_size: int) -> None:
     """One scan of DATASET, then a static site: layers, a page per layer and a page per channel (resumable)."""
     from ..errors import UserError

@@ -32,7 +32,7 @@ from .common import main, model_options
               help="Reference model for the corruption error (CE / mCE), e.g. efficientnet_lite1.")
 @click.option("--limit", type=int, default=None, help="Use only this many images (evenly spread).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-def slice_cmd(run, dataset: str, labels: str | None, attributes: str | None, table: str | None, bins: int,  # noqa: ANN001
+def slice_cmd(run, dataset: str, labels: str | None, attributes: str | None, table: str | None, bins: int,
               corruptions: str | None, corruption_limit: int | None, reference: str | None, limit: int | None,
               batch_size: int) -> None:
     """Accuracy by image attribute (Russakovsky et al. 2015) and by corruption (Hendrycks & Dietterich 2019):
@@ -87,7 +87,7 @@ def slice_cmd(run, dataset: str, labels: str | None, attributes: str | None, tab
 @click.option("--port", type=int, default=8765, show_default=True)
 @click.option("--allow-remote", is_flag=True, help="Accept connections from other machines (off by default).")
 @click.option("--limit", type=int, default=None, help="Offer only this many photos (evenly spread).")
-def human_study_cmd(run, dataset: str, labels: str | None, db: str | None, report_only: bool,  # noqa: ANN001
+def human_study_cmd(run, dataset: str, labels: str | None, db: str | None, report_only: bool,
                     participants: str | None, host: str, port: int, allow_remote: bool, limit: int | None) -> None:
     """People against the network (Karpathy 2014): serve a local labelling app (one photo at a time, type-ahead over
     the class names, up to five guesses, skip, a reason; answers saved in SQLite as given), or with --report compare

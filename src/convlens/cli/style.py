@@ -10,8 +10,8 @@ import torch
 
 from ..errors import UserError
 from ..images import list_images, load_image, to_pil, to_pixels
-from ..models import DEFAULT_MODEL
 from ..interrupts import Interrupted
+from ..models import DEFAULT_MODEL
 from ..results import output_names, save_image
 from .common import COUNT, NATURAL, NONNEGATIVE, POSITIVE, at_least, main, model_options
 

@@ -13,12 +13,12 @@ import torch
 from ..errors import UserError
 from ..images import list_images, load_image, to_pil, to_pixels
 from ..models import Model, load_model
+from ..results import save_image
 from ..show.figures import grid, save, side_by_side
 from ..synthesize.dream import default_dream_layer, dream, photo_pixels
 from ..synthesize.invert import default_invert_layers, invert
 from ..synthesize.visualize import PRESETS, judge_probs, multifaceted, preset, visualize_class, visualize_unit
-from ..results import save_image
-from .common import COUNT, FiniteFloat, NATURAL, NONNEGATIVE, POSITIVE, Run, main, model_options, parse_range
+from .common import COUNT, NATURAL, NONNEGATIVE, POSITIVE, FiniteFloat, Run, main, model_options, parse_range
 
 
 def _slug(text: str) -> str:

@@ -45,7 +45,7 @@ def model_fingerprint(model: Any) -> str:
         digest.update(name.encode())
         digest.update(str((t.dtype, tuple(t.shape))).encode())
         if t.numel():
-            digest.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())
+            digest.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())  # type: ignore[arg-type]
     value = digest.hexdigest()
     _memo[module] = (stamp, value)
     return value

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from typing_extensions import Self
 
 from ..models.model import Model
 from .objectives import Objective, Recorded
@@ -119,7 +120,7 @@ class _Scorer:
         self.layers = layers
         self.tap = Tap(model, layers, stop=not self.logits) if layers else None
 
-    def __enter__(self) -> _Scorer:
+    def __enter__(self) -> Self:
         if self.tap is not None:
             self.tap.__enter__()
         return self
@@ -258,7 +259,8 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
                     done += n
                     evals: list[float] = []  # the loss at every evaluation of this call
 
-                    def closure(opt: torch.optim.Optimizer = opt, param: ImageParam = param) -> torch.Tensor:
+                    def closure(opt: torch.optim.Optimizer = opt, param: ImageParam = param,
+                                evals: list[float] = evals) -> torch.Tensor:
                         opt.zero_grad(set_to_none=True)
                         image = param()
                         views = []

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from typing_extensions import Self
 
 from ..models.model import Model
 
@@ -59,7 +60,7 @@ class Tap:
                  stop: bool = False, detach: bool = False) -> None:
         self.model = model
         self.names = [layers] if isinstance(layers, str) else list(layers)
-        module, find = _modules(model)
+        _, find = _modules(model)
         self._targets = {name: find(name) for name in self.names}
         self.grads_wanted = grads
         self.stop = stop
@@ -68,7 +69,7 @@ class Tap:
         self.grads: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
 
-    def __enter__(self) -> Tap:
+    def __enter__(self) -> Self:
         for name, mod in self._targets.items():
             self._handles.append(mod.register_forward_hook(self._hook(name)))
         return self
@@ -446,7 +447,7 @@ class BackwardRule(TorchFunctionMode):
         self._inside = 0  # > 0 while a caught timm module runs: its inner operations are not counted again
         self._pending: list[torch.Tensor] = []
 
-    def __enter__(self) -> BackwardRule:
+    def __enter__(self) -> Self:
         if self._module is not None and self.rule != "gradient":
             table = _timm_modules()
             if table:
@@ -458,7 +459,7 @@ class BackwardRule(TorchFunctionMode):
         super().__enter__()
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             super().__exit__(exc_type, exc, tb)
         finally:

@@ -100,7 +100,7 @@ class _Tracer(TorchFunctionMode):
                 return entry[1]
         return None
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         flat = list(args) + list(kwargs.values())
@@ -115,7 +115,7 @@ class _Tracer(TorchFunctionMode):
         return out
 
     @staticmethod
-    def _rule(func, args, kwargs, inputs, out) -> ReceptiveField:  # noqa: ANN001
+    def _rule(func, args, kwargs, inputs, out) -> ReceptiveField:
         name = getattr(func, "__name__", "")
         rf = inputs[0]
         first = out[0] if isinstance(out, (tuple, list)) else out
@@ -148,7 +148,7 @@ class _Tracer(TorchFunctionMode):
             s = (src.shape[-2] // oh, src.shape[-1] // ow)
             return _window(rf, k, s, (0, 0), (1, 1))
         if name == "pad":
-            pads = list(_arg(args, kwargs, 1, "pad", ()))  # type: ignore[arg-type]
+            pads = list(_arg(args, kwargs, 1, "pad", ()))  # type: ignore[call-overload]
             if len(pads) >= 4:
                 return ReceptiveField(rf.size, rf.stride,
                                       (rf.start[0] - pads[2] * rf.stride[0], rf.start[1] - pads[0] * rf.stride[1]),
@@ -191,7 +191,7 @@ class LayerIndex:
         self.modules = modules
 
     @classmethod
-    def build(cls, module: nn.Module, size: tuple[int, int], normalize=None) -> LayerIndex:  # noqa: ANN001
+    def build(cls, module: nn.Module, size: tuple[int, int], normalize=None) -> LayerIndex:
         """Trace ``module`` on one zero image of ``size`` and index every module that produced a tensor."""
         modules = dict(module.named_modules())
         order: list[LayerInfo] = []
@@ -200,7 +200,7 @@ class LayerIndex:
         image = torch.zeros(1, 3, *size, device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
         tracer = _Tracer(image)
 
-        def make_hook(name: str):  # noqa: ANN202
+        def make_hook(name: str):
             def hook(mod: nn.Module, inp: object, out: object) -> None:
                 if name in seen:
                     return
@@ -224,7 +224,7 @@ class LayerIndex:
         # modules in the order they first ran; the ones that never ran are not addressable by output
         return cls(order, modules)
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         return iter(self.infos.values())
 
     def __len__(self) -> int:
@@ -235,6 +235,10 @@ class LayerIndex:
 
     def names(self) -> list[str]:
         return list(self.infos)
+
+    def get(self, name: str) -> LayerInfo | None:
+        """The layer's info, or ``None`` if the network has no layer of that name."""
+        return self.infos.get(name)
 
     def __getitem__(self, name: str) -> LayerInfo:
         info = self.infos.get(name)

@@ -155,9 +155,8 @@ class Model:
     # -- convenience --------------------------------------------------------------------------------------
     def load(self, images: Sequence[ImageLike] | ImageLike, *, crop: bool = True) -> torch.Tensor:
         """Read images and fit them to the model input: a pixel batch ``Nx3xHxW`` on the model's device."""
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        return self.preprocess.batch(list(images), crop=crop).to(self.device)
+        batch: list[ImageLike] = list(images) if isinstance(images, (list, tuple)) else [images]  # type: ignore[list-item]
+        return self.preprocess.batch(batch, crop=crop).to(self.device)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, *, top: int = 5) -> list[list[Prediction]]:

@@ -185,7 +185,7 @@ def sift_descriptors(x: torch.Tensor, points: np.ndarray, *, size: float = 4.0) 
 
     gray = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
     kps = [cv2.KeyPoint(float(px), float(py), float(size), 0.0) for px, py in np.asarray(points)]
-    got, desc = cv2.SIFT_create().compute(gray, kps)
+    got, desc = cv2.SIFT_create().compute(gray, kps)  # type: ignore[attr-defined]
     if desc is None or len(got) != len(kps):
         raise RuntimeError(f"OpenCV SIFT returned {0 if desc is None else len(got)} of {len(kps)} descriptors")
     d = torch.from_numpy(desc.astype(np.float32))
@@ -354,7 +354,7 @@ def correspond(model: Model, a: ImageLike | torch.Tensor, b: ImageLike | torch.T
     if bad:
         raise UserError(f"unknown anchor {bad[0]!r}; valid: {', '.join(ANCHORS)}")
     size = tuple(model.preprocess.size)
-    q = query_grid(size, points, step=step) if isinstance(points, int) else np.asarray(points, np.float64)
+    q = query_grid(size, points, step=step) if isinstance(points, int) else np.asarray(points, np.float64)  # type: ignore[arg-type]
     if q.ndim != 2 or q.shape[1] != 2:
         raise UserError(f"query points must be an (N, 2) array of (x, y), got shape {q.shape}")
     grid = dense_grid(size, step)  # type: ignore[arg-type]
@@ -364,8 +364,8 @@ def correspond(model: Model, a: ImageLike | torch.Tensor, b: ImageLike | torch.T
     for method in [*names, *anchors]:
         rf = model.layers[method].rf if method in names else None
         kw: dict[str, Any] = {"patch": patch, "sift_size": sift_size}
-        fa = {"fmap": maps[method][0], "rf": rf} if rf is not None else {}
-        fb = {"fmap": maps[method][1], "rf": rf} if rf is not None else {}
+        fa: dict[str, Any] = {"fmap": maps[method][0], "rf": rf} if rf is not None else {}
+        fb: dict[str, Any] = {"fmap": maps[method][1], "rf": rf} if rf is not None else {}
         dq = describe(method, xa, q, **fa, **kw)
         db = describe(method, xb, grid.coords, **fb, **kw)
         t = _tolerance(rf, step, tol)

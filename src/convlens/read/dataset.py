@@ -133,7 +133,7 @@ def load_dataset(source: str | os.PathLike | Dataset | Iterable[ImageLike], *, l
     elif isinstance(source, (str, os.PathLike)) and Path(source).is_dir() and _tars_only(Path(source)):
         ds = _tar_dataset(sorted(p for p in Path(source).rglob("*.tar") if p.is_file()), root=Path(source))
     elif not isinstance(source, (str, os.PathLike, Dataset)) and _all_tars(source):
-        ds = _tar_dataset([Path(p) for p in source])  # type: ignore[union-attr]
+        ds = _tar_dataset([Path(p) for p in source])  # type: ignore[union-attr,arg-type]
     elif isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         root = Path(source)
         files = list_images(root)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -256,7 +256,7 @@ def classifier_space(model: Model) -> np.ndarray:
     name = model.layers.classifier()
     if name is None:
         raise UserError("this model has no final linear layer, so it has no classifier space to compare classes in")
-    w = model.layers.modules[name].weight.detach().double().cpu().numpy()
+    w = cast(torch.Tensor, model.layers.modules[name].weight).detach().double().cpu().numpy()
     w = w - w.mean(0, keepdims=True)
     return w / np.clip(np.linalg.norm(w, axis=1, keepdims=True), 1e-12, None)
 

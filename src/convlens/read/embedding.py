@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..runtime import private_rng
-
 from ..errors import UserError
+from ..runtime import private_rng
 
 __all__ = ["METHODS", "Embedding", "embed", "grid_assignment", "pca", "trustworthiness"]
 

@@ -95,7 +95,7 @@ def curves_figure(fractions: Sequence[float], deletion: dict[str, Sequence[float
 
 # --- sanity checks (Adebayo et al. 2018) -----------------------------------------------------------------------
 
-def sanity_figure(result, *, title_text: str | None = None) -> Image.Image:  # noqa: ANN001 -- a SanityCheck
+def sanity_figure(result, *, title_text: str | None = None) -> Image.Image:
     """Rank correlation and SSIM between the trained model's maps and the randomised models' maps, per step
     (mean over images, a band for the spread), one line per method (matplotlib, Agg)."""
     import matplotlib
@@ -127,7 +127,7 @@ def sanity_figure(result, *, title_text: str | None = None) -> Image.Image:  # n
     return figure_to_image(fig)
 
 
-def sanity_maps_figure(result, image: ArrayLike, index: int = 0, *, columns: int = 7,  # noqa: ANN001
+def sanity_maps_figure(result, image: ArrayLike, index: int = 0, *, columns: int = 7,
                        height: int = 112) -> Image.Image:
     """The paper's figure 2: one row per method, its map on the trained model and after more and more layers
     are randomised (``columns`` steps picked evenly, the last one always), for image ``index``."""

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from ..read.correspond import Correspondence, WarpStudy
 from ..read.directions import DirectionTop
 from ..read.patches import TopPatches
-from .figures import figure_to_image, caption, font, grid, side_by_side, stack, title, to_rgb
+from .figures import caption, figure_to_image, font, grid, side_by_side, stack, title, to_rgb
 
 __all__ = ["correspondence_figure", "directions_figure", "localisation_figure", "matches_figure", "pck_figure",
            "warp_example_figure"]

@@ -20,7 +20,7 @@ __all__ = ["attribute_figure", "corruption_figure", "write_slice_csv", "write_hu
 _TOP1, _TOP5, _REF = "#3b6ea5", "#c0504d", "#7f7f7f"
 
 
-def _plt():  # noqa: ANN202
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg", force=False)

@@ -26,8 +26,8 @@ from PIL import Image
 from .. import __version__
 from ..images import demo_images, list_images, load_image
 from ..models import Model
-from . import figures as F
 from ..results import write_result
+from . import figures as F
 from .html import render, save_image
 
 __all__ = ["Figure", "Table", "SectionOutput", "SectionResult", "Section", "TourContext", "TourReport", "SECTIONS",

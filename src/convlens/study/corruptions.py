@@ -75,9 +75,9 @@ def _disk(radius: float, alias_blur: float) -> np.ndarray:
     import cv2
 
     if radius <= 8:
-        ax, ksize = np.arange(-8, 8 + 1), (3, 3)
+        ax, ksize = np.arange(-8, 8 + 1, dtype=np.float64), (3, 3)
     else:
-        ax, ksize = np.arange(-radius, radius + 1), (5, 5)
+        ax, ksize = np.arange(-radius, radius + 1, dtype=np.float64), (5, 5)
     xx, yy = np.meshgrid(ax, ax)
     disk = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float32)
     disk /= disk.sum()

@@ -419,9 +419,9 @@ def human_report(model: Model, dataset: str | os.PathLike | Dataset, db_path: st
         x = model.load([ds.files[i] for i in idx])
         with torch.no_grad():
             probs = model(x).float().softmax(-1).cpu()
-        p, t = probs.topk(min(5, probs.shape[-1]), -1)
+        pk, ck = probs.topk(min(5, probs.shape[-1]), -1)
         for row, i in enumerate(idx):
-            top[i] = (t[row].tolist(), p[row].tolist(), float(probs[row, int(truth[i])]))
+            top[i] = (ck[row].tolist(), pk[row].tolist(), float(probs[row, int(truth[i])]))
     cases: list[Case] = []
     for a in answers:
         i = pos[a.file]

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -532,7 +532,10 @@ def slice_accuracy(model: Model, dataset: str | os.PathLike | Dataset, *, labels
             x = model.load([ds.files[i] for i in range(start, stop)])
             yb = y[start:stop]
             h1, h5, top, p = _hits(logits_of(x), yb)
-            correct1.append(h1), correct5.append(h5), tops.append(top), probs.append(p)
+            correct1.append(h1)
+            correct5.append(h5)
+            tops.append(top)
+            probs.append(p)
             seconds["predict"] += time.perf_counter() - tb
             tb = time.perf_counter()
             pix = [a for a in wanted if a in _PIXEL_ATTRIBUTES]
@@ -562,7 +565,7 @@ def slice_accuracy(model: Model, dataset: str | os.PathLike | Dataset, *, labels
                 cols = [corr_idx.index(i) for i in sel]
                 ids = ds.ids[sel]
                 if ref_of is not None:
-                    r1, r5, _, _ = _hits(ref_of(_fit(reference, xs)), ys)
+                    r1, r5, _, _ = _hits(ref_of(_fit(cast(Model, reference), xs)), ys)
                     ref_clean1[cols], ref_clean5[cols] = r1, r5
                 for c in cnames:
                     for si, s in enumerate(sev):
@@ -570,7 +573,7 @@ def slice_accuracy(model: Model, dataset: str | os.PathLike | Dataset, *, labels
                         a1, a5, _, _ = _hits(logits_of(xc), ys)
                         hits1[c][si, cols], hits5[c][si, cols] = a1, a5
                         if ref_of is not None:
-                            ref_hits1[c][si, cols] = _hits(ref_of(_fit(reference, xc)), ys)[0]
+                            ref_hits1[c][si, cols] = _hits(ref_of(_fit(cast(Model, reference), xc)), ys)[0]
                         bar.update(len(sel))
                 seconds["corruptions"] += time.perf_counter() - tb
     finally:

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..interrupts import deferred_interrupt
-from ..results import save_torch
-from ..models.zoo import read_torch_file
 from ..images import ImageLike, list_images, load_image, to_pixels
+from ..interrupts import deferred_interrupt
 from ..models.model import Model
+from ..models.zoo import read_torch_file
+from ..results import save_torch
 from .texture import GramTargets, _resize_long, content_layer, features, style_layers, total_variation
 
 __all__ = [

@@ -89,7 +89,7 @@ def invert(model: Model, image: ImageLike | torch.Tensor, layers: str | Sequence
     for i, name in enumerate(names):
         opt = optimizer
         if opt == "auto":
-            info = model.layers[name] if name in model.layers else None
+            info = model.layers.get(name)
             shallow = info is not None and not info.rf.whole and max(info.rf.stride) <= 2
             opt = "lbfgs" if shallow else "adam"
         lbfgs = opt == "lbfgs"

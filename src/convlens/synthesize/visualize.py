@@ -153,7 +153,7 @@ def visualize_unit(model: Model, layer: str, channels: int | Sequence[int], *, p
     neuron of each channel -- the feature visualizations of Olah et al. 2017. One image per channel."""
     model.layer(layer)  # unknown layer -> UserError with the closest names
     chans = [channels] if isinstance(channels, int) else list(channels)
-    info = model.layers[layer] if layer in model.layers else None
+    info = model.layers.get(layer)
     if info is not None:
         bad = [c for c in chans if not 0 <= c < info.channels]
         if bad:
