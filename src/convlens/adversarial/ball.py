@@ -95,11 +95,12 @@ def quantize_into_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, 
     Plain rounding (:func:`quantize`) can leave the ball by up to half a grey level (``eps=0.1`` saved as
     26/255). Here ``linf`` picks, per pixel, the grid level nearest ``x_adv`` among those within ``eps`` of ``x``;
     ``l2`` rounds ``x + s (x_adv - x)`` with the largest ``s`` in [0, 1] whose rounded image is inside the ball
-    (found by bisection). The check is made on the values a reader gets back (float32 ``k/255``, compared in
-    float64). Returns ``(images (N, 3, H, W), inside (N,) bool)``; ``inside`` is False only where no grid image
+    (found by bisection). The check holds for the values either kind of reader gets back, float32 ``k/255``
+    (PyTorch) and float64 ``k/255`` (NumPy's ``arr / 255.0``), both compared in float64. Returns ``(images (N, 3, H, W), inside (N,) bool)``; ``inside`` is False only where no grid image
     is within ``eps`` of ``x`` at all (``eps`` below half a grey level), and then the nearest one is returned.
     """
     levels = _LEVELS.to(x.device).double()
+    exact = torch.arange(256, dtype=torch.float64, device=x.device) / 255  # a float64 reader's values
     xd, ad = x.detach().double(), x_adv.detach().double().clamp(0, 1)
 
     def nearest(v: torch.Tensor) -> torch.Tensor:
@@ -111,12 +112,13 @@ def quantize_into_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, 
         return _LEVELS.to(x.device)[k].to(x.dtype), torch.ones(n, dtype=torch.bool, device=x.device)
     check_norm(norm)
     if norm == "linf":
-        lo = torch.searchsorted(levels, (xd - eps).contiguous())                 # first level >= x - eps
-        hi = torch.searchsorted(levels, (xd + eps).contiguous(), right=True) - 1  # last level <= x + eps
+        low_edge, high_edge = (xd - eps).contiguous(), (xd + eps).contiguous()
+        lo = torch.maximum(torch.searchsorted(levels, low_edge), torch.searchsorted(exact, low_edge))  # >= x - eps
+        hi = torch.minimum(torch.searchsorted(levels, high_edge, right=True),
+                           torch.searchsorted(exact, high_edge, right=True)) - 1                    # <= x + eps
         ok = lo <= hi
         k = torch.where(ok, torch.minimum(torch.maximum(nearest(ad), lo), hi), nearest(xd))
-        q = levels[k]
-        inside = (q - xd).abs().flatten(1).amax(1) <= eps
+        inside = torch.maximum((levels[k] - xd).abs(), (exact[k] - xd).abs()).flatten(1).amax(1) <= eps
     else:
         d = ad - xd
         low = torch.zeros(n, dtype=torch.float64, device=x.device)
@@ -125,7 +127,7 @@ def quantize_into_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, 
 
         def at(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             k = nearest(xd + s.view(shape) * d)
-            return k, _flat_l2(levels[k] - xd) <= eps
+            return k, (_flat_l2(levels[k] - xd) <= eps) & (_flat_l2(exact[k] - xd) <= eps)
 
         k_best, ok_best = at(high)
         for _ in range(30):
@@ -135,6 +137,5 @@ def quantize_into_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, 
             high = torch.where(ok_mid, high, mid)
         k_low, _ = at(low)
         k = torch.where(ok_best.view(shape), k_best, k_low)
-        q = levels[k]
-        inside = _flat_l2(q - xd) <= eps
+        inside = (_flat_l2(levels[k] - xd) <= eps) & (_flat_l2(exact[k] - xd) <= eps)
     return _LEVELS.to(x.device)[k].to(x.dtype), inside

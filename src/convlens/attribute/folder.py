@@ -110,6 +110,7 @@ class FolderSaliency:
     seconds: dict[str, float]
     computed: int
     reused: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): unreadable, left out
 
 
 def _key(fingerprint: str, method: str, options: dict[str, Any], target: int, seed: int) -> dict[str, Any]:
@@ -147,9 +148,13 @@ def saliency_folder(model: Model, folder: str | Path, methods: Sequence[str], st
     items: list[FolderItem] = []
     seconds = {m: 0.0 for m in methods}
     computed = reused = 0
+    skipped: list[tuple[str, str]] = []
     for start in range(0, len(files), max(1, batch_size)):
-        part = files[start:start + batch_size]
-        x = model.load(part)
+        index = list(range(start, min(start + batch_size, len(files))))
+        x, index = _load_readable(model, files, index, skipped)
+        if not index:
+            continue
+        part = [files[i] for i in index]
         with torch.no_grad():
             probs = model(x).float().softmax(-1)
         if target is None:
@@ -157,7 +162,7 @@ def saliency_folder(model: Model, folder: str | Path, methods: Sequence[str], st
         elif isinstance(target, int):
             t = torch.full((len(part),), target, dtype=torch.long)
         else:
-            t = torch.tensor(list(target[start:start + len(part)]), dtype=torch.long)
+            t = torch.tensor([target[i] for i in index], dtype=torch.long)
         batch_items = []
         for f, ti, pi in zip(part, t.tolist(), probs):
             stem = output_stem(f, root)
@@ -189,9 +194,32 @@ def saliency_folder(model: Model, folder: str | Path, methods: Sequence[str], st
         items += batch_items
         if progress:
             progress(len(part))
+    if not items:
+        raise UserError(f"none of the {len(files)} image(s) in {root} could be read (first: {skipped[0][0]}: "
+                        f"{skipped[0][1]})")
     return FolderSaliency(str(root), str(store), model.name, fp, list(methods),
                           {m: {k: v for k, v in o.items() if k != "generator"} for m, o in options.items()}, items,
-                          seconds, computed, reused)
+                          seconds, computed, reused, skipped)
+
+
+def _load_readable(model: Model, files: Sequence[Path], index: list[int],
+                   skipped: list[tuple[str, str]]) -> tuple[torch.Tensor | None, list[int]]:
+    """The batch ``files[index]`` as model input; an unreadable file is skipped with a warning (the folder policy)."""
+    import warnings
+
+    try:
+        return model.load([files[i] for i in index]), index
+    except UserError:
+        pass
+    good, tensors = [], []
+    for i in index:
+        try:
+            tensors.append(model.load([files[i]]))
+            good.append(i)
+        except UserError as exc:
+            skipped.append((str(files[i]), str(exc)))
+            warnings.warn(f"skipped {files[i]}: {exc}", stacklevel=3)
+    return (torch.cat(tensors) if tensors else None), good
 
 
 def _read_key(path: Path) -> Any:

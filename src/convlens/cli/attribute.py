@@ -77,13 +77,13 @@ def _crop_info(model) -> dict:
 @click.option("--window", type=COUNT, default=32, show_default=True, help="Occluder side in pixels.")
 @click.option("--stride", type=COUNT, default=8, show_default=True, help="Occluder stride in pixels.")
 @click.option("--layer", default=None, help="Grad-CAM layer [default: the last spatial layer].")
-@click.option("--masks", "rise_masks", type=int, default=2000, show_default=True, help="RISE random masks.")
+@click.option("--masks", "rise_masks", type=COUNT, default=2000, show_default=True, help="RISE random masks.")
 @click.option("--compare-model", default=None,
               help="Folder only: a second model; its maps beside the first's, their rank correlation per image.")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Folder only: images per batch.")
+@click.option("--batch-size", type=COUNT, default=8, show_default=True, help="Folder only: images per batch.")
 @click.option("--fresh", is_flag=True, help="Folder only: recompute every map (default: reuse maps whose model, "
                                            "method, options and class are unchanged).")
-@click.option("--cell", type=int, default=180, show_default=True, help="Folder only: contact-sheet cell side.")
+@click.option("--cell", type=COUNT, default=180, show_default=True, help="Folder only: contact-sheet cell side.")
 def saliency_cmd(run, image: str, method: str | None, target: str | None, unit: str | None,
                  compare: bool, samples: int, steps: int, window: int, stride: int, layer: str | None,
                  rise_masks: int, compare_model: str | None, batch_size: int, fresh: bool, cell: int) -> None:
@@ -230,7 +230,8 @@ def _saliency_folder(run, folder: str, names: list[str], target: str | None, sam
     click.echo(f"{res.computed} maps computed ({total:.1f} s), {res.reused} reused", err=True)
     result = {"folder": str(folder), "images": len(res.items), "methods": names, "options": res.options,
               "seconds": res.seconds, "computed": res.computed, "reused": res.reused, "fingerprint": res.fingerprint,
-              "crop": _crop_info(model), "contact_sheet": "contact_sheet.png", "items": entries}
+              "crop": _crop_info(model), "contact_sheet": "contact_sheet.png", "items": entries,
+              "skipped": [{"file": f, "reason": r} for f, r in res.skipped]}
     if compare_model:
         other = load_model(compare_model, device=run.device)
         same = other.num_classes == model.num_classes
@@ -277,9 +278,9 @@ def _safe(spec: str) -> str:
               help="CSV file,x0,y0,x1,y1 of object boxes in photo pixels.")
 @click.option("--segment", is_flag=True, help="Object masks by GrabCut seeded by a centred prior.")
 @click.option("--segment-seed", default=None, help="With --segment: seed GrabCut by this saliency method instead.")
-@click.option("--top", type=int, default=12, show_default=True, help="Most background-reliant images shown.")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Images per batch.")
-@click.option("--rise-masks", type=int, default=2000, show_default=True, help="RISE random masks.")
+@click.option("--top", type=COUNT, default=12, show_default=True, help="Most background-reliant images shown.")
+@click.option("--batch-size", type=COUNT, default=8, show_default=True, help="Images per batch.")
+@click.option("--rise-masks", type=COUNT, default=2000, show_default=True, help="RISE random masks.")
 def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | None, segment: bool,
               segment_seed: str | None, top: int, batch_size: int, rise_masks: int) -> None:
     """Does the model look at the object or at the background? Share of saliency mass inside each image's object
@@ -289,6 +290,8 @@ def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | Non
     from ..attribute.audit import audit_saliency
     from ..show.attribution import audit_figure, audit_gallery
 
+    if sum(bool(v) for v in (masks, boxes, segment)) != 1:  # before any work (and before the progress bar)
+        raise UserError("give exactly one mask source: --masks DIR, --boxes CSV or --segment")
     model = run.model
     _methods(method)
     if segment_seed:
@@ -323,6 +326,7 @@ def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | Non
         click.echo(f"  {r['label']}: {r['background']:.1%} on background ({r['images']} images)", err=True)
     run.save({"audit": {"folder": str(folder), "method": method, "source": res.source, "summary": summary,
                         "per_class": classes, "missing": res.missing,
+                        "skipped": [{"file": f, "reason": r} for f, r in res.folder.skipped],
                         "most_background": [i.stem for i in worst], "figures": ["audit.png", "background_gallery.png"],
                         "images": [{"file": i.file, "stem": i.stem, "target": i.target, "label": i.label,
                                     "probability": i.probability, "area": i.area, "inside": i.inside,
@@ -391,12 +395,12 @@ def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window
 @model_options("sanity-check")
 @click.option("--methods", default="gradient,guided,gradcam", show_default=True,
               help="Comma-separated saliency methods to check.")
-@click.option("--limit", type=int, default=4, show_default=True, help="Use at most this many images (folders too).")
+@click.option("--limit", type=COUNT, default=4, show_default=True, help="Use at most this many images (folders too).")
 @click.option("--groups", default=None, help="Parameter groups to randomise, output first [default: the model's "
                                              "top-level blocks].")
 @click.option("--labels/--no-labels", "labels", default=False, show_default=True,
               help="Also run label randomisation (trains a copy of the network on random labels).")
-@click.option("--train-steps", type=int, default=60, show_default=True, help="Label randomisation: training steps.")
+@click.option("--train-steps", type=COUNT, default=60, show_default=True, help="Label randomisation: training steps.")
 @click.option("--signed", is_flag=True, help="Compare signed maps instead of their absolute values.")
 def sanity_cmd(run, images: tuple[str, ...], methods: str, limit: int, groups: str | None, labels: bool,
                train_steps: int, signed: bool) -> None:

@@ -253,9 +253,9 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
 
     opts = [
-        click.option("--gpus-per-worker", type=float, default=None,
+        click.option("--gpus-per-worker", type=NONNEGATIVE, default=None,
                      help="GPUs each Ray worker reserves (its model runs on CUDA) [default: 0]."),
-        click.option("--workers", type=int, default=None,
+        click.option("--workers", type=COUNT, default=None,
                      help="Ray workers, one model each [default: one per CPU of the cluster]."),
         click.option("--cluster", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
                      help="Run the scan on Ray: alone, a runtime on this machine; 'auto' or host:port joins a "

@@ -10,7 +10,7 @@ from ..errors import UserError
 from ..read.correspond import ALPHAS, ANCHORS, GEOMETRIC, correspond, correspondence_layers, warp_study
 from ..show.correspond import correspondence_figure, localisation_figure, pck_figure, warp_example_figure
 from ..show.figures import save
-from .common import main, model_options
+from .common import COUNT, main, model_options
 
 
 def _layers(model, layer: str | None, layers: str | None) -> list[str]:
@@ -43,20 +43,20 @@ def _table(study, alpha: float) -> str:
               "resolution, from the layer index].")
 @click.option("--warps", "study", is_flag=True, help="INPUTS is one dataset: run the warp study (PCK per layer, "
               "SIFT and pixels on known warps).")
-@click.option("--points", type=int, default=None, help="Query points per side of the grid [default: 12 for two "
+@click.option("--points", type=COUNT, default=None, help="Query points per side of the grid [default: 12 for two "
               "photos, 10 for the study].")
-@click.option("--step", type=int, default=4, show_default=True, help="Candidate grid spacing in pixels.")
+@click.option("--step", type=COUNT, default=4, show_default=True, help="Candidate grid spacing in pixels.")
 @click.option("--mutual/--all", "mutual", default=True, show_default=True,
               help="Two photos: draw only mutual nearest neighbours, or every match.")
 @click.option("--tol", type=float, default=None, help="Mutual tolerance in pixels [default: max(1.5 x step, "
               "stride / 2)].")
 @click.option("--anchors", is_flag=True, help="Two photos: also match SIFT and raw pixel patches.")
-@click.option("--patch", type=int, default=31, show_default=True, help="Side of the raw pixel patches.")
+@click.option("--patch", type=COUNT, default=31, show_default=True, help="Side of the raw pixel patches.")
 @click.option("--sift-size", type=float, default=4.0, show_default=True, help="SIFT keypoint diameter in pixels.")
 @click.option("--warp", "warp_kinds", default=",".join(GEOMETRIC), show_default=True,
               help="Study: geometric warps to draw.")
 @click.option("--no-photometric", is_flag=True, help="Study: leave out the warps with a photometric change.")
-@click.option("--limit", type=int, default=None, help="Study: use only this many photos (spread over the dataset).")
+@click.option("--limit", type=COUNT, default=None, help="Study: use only this many photos (spread over the dataset).")
 def correspond_cmd(run, inputs: tuple[str, ...], layer: str | None, layers: str | None, study: bool,
                    points: int | None, step: int, mutual: bool, tol: float | None, anchors: bool, patch: int,
                    sift_size: float, warp_kinds: str, no_photometric: bool, limit: int | None) -> None:

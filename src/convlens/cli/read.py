@@ -143,6 +143,8 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
     run.save({"layer": layer, "method": method, "trustworthiness": emb.trustworthiness,
               "embed_seconds": emb.seconds, "scan_seconds": out.seconds, "engine": out.engine, "grid": side,
               "params": emb.params, "skipped": out.skipped,
+              "scan": {"images": len(ds), "network": out.images - out.resumed, "from_checkpoint": out.resumed,
+                       "from_cache": len(ds) - len(out.skipped) - out.images},
               "points": [{"file": str(f), "x": float(p[0]), "y": float(p[1]), "cell": int(c),
                           "label": labels[i] if has_labels else None}  # type: ignore[index]
                          for i, (f, p, c) in enumerate(zip(feats.files, emb.xy, cells))]})
@@ -159,7 +161,7 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
 @click.option("--direction", "directions", multiple=True, type=click.Choice(["unit", "random", "pca"]),
               help="Top patches along random / principal directions of the layer, beside single units, from one "
                    "scan, with their class coherence (Szegedy et al. 2014). Repeat for several.")
-@click.option("--count", type=int, default=8, show_default=True, help="With --direction: directions of each kind.")
+@click.option("--count", type=COUNT, default=8, show_default=True, help="With --direction: directions of each kind.")
 @_LIMIT
 @_CACHE
 def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided: bool,

@@ -8,7 +8,7 @@ import click
 
 from ..errors import UserError
 from ..show.figures import save
-from .common import main, model_options
+from .common import COUNT, main, model_options
 
 
 @main.command("slice")
@@ -22,16 +22,16 @@ from .common import main, model_options
                    "--table.")
 @click.option("--table", type=click.Path(dir_okay=False), default=None,
               help="CSV with a file column whose other columns can be named in --attributes [default: the labels CSV].")
-@click.option("--bins", type=int, default=5, show_default=True, help="Equal-count bins per numeric attribute.")
+@click.option("--bins", type=COUNT, default=5, show_default=True, help="Equal-count bins per numeric attribute.")
 @click.option("--corruptions", is_flag=False, flag_value="default", default=None,
               help="Also measure accuracy against corruption severity 1-5: alone = the default set (noise, blur, JPEG, "
                    "brightness, contrast, rotation, scale, occlusion), or 'all', or names separated by commas.")
-@click.option("--corruption-limit", type=int, default=None,
+@click.option("--corruption-limit", type=COUNT, default=None,
               help="Corrupt only this many images (evenly spread) [default: all].")
 @click.option("--reference", default=None,
               help="Reference model for the corruption error (CE / mCE), e.g. efficientnet_lite1.")
-@click.option("--limit", type=int, default=None, help="Use only this many images (evenly spread).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--limit", type=COUNT, default=None, help="Use only this many images (evenly spread).")
+@click.option("--batch-size", type=COUNT, default=32, show_default=True)
 def slice_cmd(run, dataset: str, labels: str | None, attributes: str | None, table: str | None, bins: int,
               corruptions: str | None, corruption_limit: int | None, reference: str | None, limit: int | None,
               batch_size: int) -> None:
@@ -84,9 +84,9 @@ def slice_cmd(run, dataset: str, labels: str | None, attributes: str | None, tab
 @click.option("--report", "report_only", is_flag=True, help="Write the report (HTML + JSON) instead of serving.")
 @click.option("--participants", default=None, help="Report only these participants (comma-separated).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
 @click.option("--allow-remote", is_flag=True, help="Accept connections from other machines (off by default).")
-@click.option("--limit", type=int, default=None, help="Offer only this many photos (evenly spread).")
+@click.option("--limit", type=COUNT, default=None, help="Offer only this many photos (evenly spread).")
 def human_study_cmd(run, dataset: str, labels: str | None, db: str | None, report_only: bool,
                     participants: str | None, host: str, port: int, allow_remote: bool, limit: int | None) -> None:
     """People against the network (Karpathy 2014): serve a local labelling app (one photo at a time, type-ahead over

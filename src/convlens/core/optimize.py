@@ -274,6 +274,10 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
                         if penalty is not None:
                             loss = loss + penalty.sum()
                         loss.backward()
+                        for group in opt.param_groups:  # L-BFGS views each gradient flat: channels_last
+                            for p in group["params"]:    # gradients (some networks give them) need a copy
+                                if p.grad is not None and not p.grad.is_contiguous():
+                                    p.grad = p.grad.contiguous()
                         evals.append(float(loss.detach()))
                         return loss
 

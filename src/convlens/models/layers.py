@@ -193,6 +193,9 @@ class LayerIndex:
     @classmethod
     def build(cls, module: nn.Module, size: tuple[int, int], normalize=None) -> LayerIndex:
         """Trace ``module`` on one zero image of ``size`` and index every module that produced a tensor."""
+        if isinstance(module, torch.jit.ScriptModule):
+            raise UserError("a TorchScript model's layers cannot be read (PyTorch hooks do not work on a ScriptModule); "
+                            "use the Python model (convlens.Model.wrap) or --model ARCH --weights FILE")
         modules = dict(module.named_modules())
         order: list[LayerInfo] = []
         seen: set[str] = set()

@@ -201,8 +201,8 @@ class PooledFeatures(Reducer):
         for arr in self._arrays.values():
             if isinstance(arr, np.memmap):
                 arr.flush()
-        if self._done_path is not None:
-            save_array(self._done_path, self._done)
+        if self._done_path is not None and (self._done.any() or self._done_path.is_file()):
+            save_array(self._done_path, self._done)  # nothing read: nothing cached
 
     def merge(self, other: Reducer) -> PooledFeatures:
         self._check_peer(other)

@@ -71,6 +71,7 @@ DEFAULT_BATCH = 16
 """Images per eager forward pass when the size was not measured (a small job, or not yet timed on this machine)."""
 TIME_BATCHES_FROM = 20
 """Batch sizes are timed only for a job at least this many times the images the timing reads (it saves ~10-20%)."""
+SHARD_SIZE = 128  # images per shard of a checkpointed scan: what a SIGKILL can lose at most
 
 
 class ScanResult(dict):
@@ -251,7 +252,7 @@ def _scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dic
             seen, batch_size, used = _scan_local(model, dataset, [todo], active, layers, batch_size, workers, engine,
                                                  progress, skipped, None, 0)
         else:
-            size = shard_size or 128
+            size = shard_size or SHARD_SIZE
             shards = [(i, pos) for i, pos in _plan(need, size)]
             n_shards = len(shards)
             ckpt = ScanCheckpoint(folder, scan_key(model, dataset, named, size)) if folder is not None else None
@@ -296,6 +297,8 @@ def _scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dic
     finally:
         for r in named.values():
             r.close()
+    if len(todo) and not seen + resumed and skipped:  # nothing readable: no result, one line (like read_images)
+        raise UserError(f"none of the {len(skipped)} image(s) could be read (first: {skipped[0][0]}: {skipped[0][1]})")
     for f, why in skipped:
         warnings.warn(f"skipped {f}: {why}", stacklevel=2)
     out = ScanResult({name: r.result() for name, r in named.items()})

@@ -221,7 +221,8 @@ def _run_scan(model: Model, ds: Dataset, layers: list[str], k: int, ranges: dict
     reducers.append(DeadUnits(layers))
     res = scan(model, ds, reducers, batch_size=batch_size, progress=progress, cluster=cluster, checkpoint=checkpoint)
     data: dict[str, Any] = {"images": int(res.images), "skipped": [list(s) for s in res.skipped],
-                            "scan_seconds": float(res.seconds), "layers": layers}
+                            "scan_seconds": float(res.seconds), "layers": layers,
+                            "from_checkpoint": int(res.resumed)}  # images whose shard a killed run had finished
     for layer in layers:
         top = res[f"topk:{layer}"]
         data[f"{layer}|values"], data[f"{layer}|ids"] = top.values, top.ids
@@ -284,8 +285,7 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
     if range_file.is_file():
         ranges = {k_: tuple(v) for k_, v in json.loads(range_file.read_text()).items()}
     else:
-        ranges = _probe_range(model, ds, names)
-        range_file.write_text(json.dumps(ranges))
+        ranges = _probe_range(model, ds, names)  # kept once the scan has read the dataset (below)
     key = _dataset_key(model, ds, names, k, tuple(sorted((n, r) for n, r in ranges.items())))  # type: ignore[arg-type]
     scan_path = cache / f"scan-{key}"
     data = _load_scan(scan_path)
@@ -294,6 +294,8 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
         data = _run_scan(model, ds, names, k, ranges, batch_size, progress,  # type: ignore[arg-type]
                          cluster=cluster, checkpoint=cache / "checkpoints")
         _save_scan(scan_path, data)
+    if not range_file.is_file():
+        range_file.write_text(json.dumps(ranges))
     seconds["scan"] = time.perf_counter() - t
 
     dataset_names = ds.names()

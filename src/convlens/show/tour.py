@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from .. import __version__
+from ..errors import UserError
 from ..images import demo_images, list_images, load_image
 from ..models import Model
 from ..results import write_result
@@ -554,7 +555,6 @@ def _sec_grabcut(ctx: TourContext, out: SectionOutput) -> None:
 
 def _sec_slice(ctx: TourContext, out: SectionOutput) -> None:
     slice_accuracy = _need("study.slicing", "slice_accuracy")
-    from ..errors import UserError
     from ..read.dataset import Dataset
     from .study import attribute_figure, corruption_figure
 
@@ -838,14 +838,24 @@ def tour_images(folder: str | Path | None = None, *, limit: int = 16) -> tuple[d
         return demo_images(TOUR_PHOTOS), None
     files = list_images(folder)
     if not files:
-        from ..errors import UserError
         raise UserError(f"no images found in {folder}")
+    import warnings
+
     photos: dict[str, Image.Image] = {}
-    for f in files[:limit]:
+    for f in files:  # the first ``limit`` readable ones: an unreadable file is skipped with a warning
+        if len(photos) >= limit:
+            break
+        try:
+            img = load_image(f)
+        except UserError as exc:
+            warnings.warn(f"skipped {f}: {exc}", stacklevel=2)
+            continue
         name = f.stem
         while name in photos:
             name += "_"
-        photos[name] = load_image(f)
+        photos[name] = img
+    if not photos:
+        raise UserError(f"none of the {len(files)} image(s) in {folder} could be read")
     return photos, files
 
 
@@ -944,7 +954,6 @@ def run_tour(model: Model, out: str | Path, *, images: str | Path | None = None,
     if only is not None:
         unknown = sorted(set(only) - {s.key for s in SECTIONS})
         if unknown:
-            from ..errors import UserError
             raise UserError(f"unknown tour section(s) {', '.join(unknown)}; valid: "
                             f"{', '.join(s.key for s in SECTIONS)}")
     results = [SectionResult(s.key, s.title, s.explanation) for s in SECTIONS]

@@ -189,6 +189,7 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
     x: torch.Tensor | None = None
     targets = None
     latest: list[torch.Tensor | None] = [None]  # the image of the last finished step, kept for Ctrl-C
+    finished = [0]  # steps finished in all (the callback's count), for what an interrupted run reports
     try:
         for level in range(octaves):
             f = 2 ** (octaves - 1 - level)
@@ -208,6 +209,7 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
 
             def cb(i: int, img: torch.Tensor, loss: float, done: int = done) -> None:
                 latest[0] = img
+                finished[0] = done + i
                 if callback is not None:
                     callback(done + i, loss)
 
@@ -224,7 +226,8 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
         img = F.interpolate(img[:1].float(), size=content.shape[-2:], mode="bilinear", align_corners=False)
         img = keep_colors(img.clamp(0, 1), full_content) if original_colors else img.clamp(0, 1)
         nan = float("nan")
-        raise Interrupted(StyleResult(img.detach().cpu(), nan, nan, nan, len(history), time.perf_counter() - started,
+        raise Interrupted(StyleResult(img.detach().cpu(), nan, nan, nan, max(len(history), finished[0]),
+                                      time.perf_counter() - started,
                                       clayer, slayers, history)) from None
     assert x is not None and targets is not None
     with torch.no_grad():
