@@ -3,8 +3,10 @@ only), and it is correct where Captum is not (Captum's rule touches nn.ReLU modu
 returns the plain gradient).
 
 torchvision ResNet-18 with random weights (no download), batch 1 and 8 at 224, same process, medians of REPEATS
-after a warm-up; the machine may be loaded by other processes, so both are timed interleaved.
-Usage: python benchmarks/bench_attribute_guided.py [REPEATS]
+after a warm-up; the machine may be loaded by other processes, so both are timed interleaved in ABBA order
+(neither always runs second) and both wall-clock and process CPU time are reported: on a loaded machine the CPU
+time is the steadier of the two (it does not count the time the process waited for a core).
+Usage: python benchmarks/bench_attribute_guided.py [REPEATS] [THREADS]
 """
 
 import statistics
@@ -20,7 +22,9 @@ import convlens
 from convlens.attribute import guided_backprop, vanilla_gradient
 
 warnings.filterwarnings("ignore", module="captum")
-repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 9
+if len(sys.argv) > 2:
+    torch.set_num_threads(int(sys.argv[2]))
 torch.manual_seed(0)
 net = torchvision.models.resnet18().eval()
 model = convlens.Model.wrap(net, size=224)
@@ -28,25 +32,29 @@ norm = model.preprocess.normalize
 
 
 def interleaved(a, b, n):
+    """Medians of (wall a, wall b, cpu a, cpu b) over n rounds, ABBA order."""
     a(), b()
-    ta, tb = [], []
-    for _ in range(n):
-        t = time.perf_counter()
-        a()
-        ta.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        b()
-        tb.append(time.perf_counter() - t)
-    return statistics.median(ta), statistics.median(tb)
+    wall: dict = {a: [], b: []}
+    cpu: dict = {a: [], b: []}
+    for i in range(n):
+        for f in ((a, b) if i % 2 == 0 else (b, a)):
+            t, c = time.perf_counter(), time.process_time()
+            f()
+            wall[f].append(time.perf_counter() - t)
+            cpu[f].append(time.process_time() - c)
+    med = statistics.median
+    return med(wall[a]), med(wall[b]), med(cpu[a]), med(cpu[b])
 
 
-print(f"threads={torch.get_num_threads()} repeats={repeats} (medians, interleaved)")
+print(f"threads={torch.get_num_threads()} repeats={repeats} (medians, ABBA interleaved)")
 for batch in (1, 8):
     x = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     t = torch.zeros(batch, dtype=torch.long) + 7
-    a, b = interleaved(lambda: guided_backprop(model, x, t),
-                       lambda: GuidedBackprop(net).attribute(norm(x), target=t), repeats)
-    print(f"resnet18 batch {batch}: convlens {a:.3f} s   captum {b:.3f} s   ratio captum/convlens = {b / a:.2f}x")
+    xn = norm(x)
+    a, b, ca, cb = interleaved(lambda x=x, t=t: guided_backprop(model, x, t),
+                               lambda xn=xn, t=t: GuidedBackprop(net).attribute(xn, target=t), repeats)
+    print(f"resnet18 batch {batch}: wall convlens {a:.3f} s captum {b:.3f} s ratio captum/convlens = {b / a:.2f}x   "
+          f"cpu convlens {ca:.3f} s captum {cb:.3f} s ratio = {cb / ca:.2f}x")
 
 # agreement: Captum differentiates w.r.t. the normalised input; chain rule through (x - mean) / std
 x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))

@@ -194,3 +194,80 @@ def test_lite0_features_and_deep_maps_match_pytorch_on_photos(lite0, chelsea):
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-5 * scale + 1e-6)
     assert int(lite0.module.forward_head(got["global_pool"][:1, :, None, None]).argmax()) == \
         int(lite0(x[:1]).argmax())
+
+
+def test_small_job_reads_eagerly_and_never_compiles(tiny, monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVLENS_CACHE", str(tmp_path))
+    engine._readers.clear()
+    monkeypatch.setattr(engine, "_compile", lambda *a, **k: pytest.fail("compiled for a 64-image job"))
+    x = _pixels(16)
+    with engine.open_reader(tiny, ["conv4"], engine="auto", images=64) as read:
+        for _ in range(4):
+            got = read(x)
+            assert read.engine == "torch"
+    torch.testing.assert_close(got["conv4"], activations(tiny, x, ["conv4"])["conv4"])
+    assert not (tmp_path / "openvino").exists()
+    plan = engine.load_plan(tiny, ["conv4"])  # the eager cost is remembered, nothing about OpenVINO
+    assert plan["eager_spi"] > 0 and "compile_s" not in plan
+
+
+def test_big_job_compiles_mid_job_and_remembers_the_cost(tiny, monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVLENS_CACHE", str(tmp_path))
+    engine._readers.clear()
+    monkeypatch.setattr(engine, "_fastest", lambda model, layers, readers, with_eager: readers[0])  # OpenVINO wins
+    x = _pixels(8)
+    want = activations(tiny, x, ["conv4"])["conv4"]
+    with engine.open_reader(tiny, ["conv4"], engine="auto", images=10**9) as read:
+        engines = []
+        for _ in range(4):
+            torch.testing.assert_close(read(x)["conv4"], want, rtol=1e-4, atol=1e-5)
+            engines.append(read.engine)
+    assert engines == ["torch", "openvino", "openvino", "openvino"]  # decided after the first timed eager batch
+    plan = engine.load_plan(tiny, ["conv4"])
+    assert plan["compile_s"] > 0 and plan["torch_faster"] is False and plan["openvino_spi"] > 0
+    # the next process: a measured speedup and compile cost decide; a job they cannot repay stays eager
+    auto = engine._AutoReader(tiny, ["conv4"], images=10)
+    assert auto.plan == plan and not auto.repays(plan["eager_spi"])
+    assert engine._AutoReader(tiny, ["conv4"], images=10**12).repays(plan["eager_spi"]) == \
+        (plan["eager_spi"] > plan["openvino_spi"])
+
+
+def test_fair_threads_leave_busy_cores_to_others(monkeypatch):
+    monkeypatch.setattr(engine, "_cores", lambda: 2)
+    monkeypatch.setattr(engine, "_runnable_elsewhere", lambda samples=3: 0)
+    assert engine.fair_threads(2) == 2
+    monkeypatch.setattr(engine, "_runnable_elsewhere", lambda samples=3: 1)
+    assert engine.fair_threads(2) == 1
+    monkeypatch.setattr(engine, "_runnable_elsewhere", lambda samples=3: 9)
+    assert engine.fair_threads(2) == 1  # never none
+    assert engine._runnable_elsewhere() >= 0
+
+
+def test_scan_on_a_busy_machine_uses_the_free_cores_and_gives_threads_back(tiny, monkeypatch, tmp_path):
+    monkeypatch.setattr(engine, "_cores", lambda: 2)
+    monkeypatch.setattr(engine, "_runnable_elsewhere", lambda samples=3: 1)
+    files = []
+    for i in range(3):
+        Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+        files.append(tmp_path / f"{i}.png")
+    before = torch.get_num_threads()
+    out = scan(tiny, files, [PooledFeatures("conv4")], progress=False)
+    assert out.threads == min(before, 1) and torch.get_num_threads() == before
+    assert scan(tiny, files, [PooledFeatures("conv4")], progress=False, threads=2).threads == 2
+
+
+def test_batch_size_is_timed_only_for_big_jobs_and_remembered_on_disk(tiny, monkeypatch, tmp_path):
+    import importlib
+
+    scan_module = importlib.import_module("convlens.read.scan")
+
+    monkeypatch.setenv("CONVLENS_CACHE", str(tmp_path))
+    monkeypatch.setattr(scan_module, "_BATCH_CACHE", {})
+    timed = []
+    real = scan_module._timed
+    monkeypatch.setattr(scan_module, "_timed", lambda read, x: timed.append(len(x)) or real(read, x))
+    assert scan_module.choose_batch_size(tiny, ["conv4"], images=64) == scan_module.DEFAULT_BATCH and not timed
+    chosen = scan_module.choose_batch_size(tiny, ["conv4"], images=10**6, candidates=(2, 4), repeats=1)
+    assert timed == [2, 4] and engine.load_plan(tiny, ["conv4"])["eager_batch"] == chosen
+    monkeypatch.setattr(scan_module, "_BATCH_CACHE", {})  # a new process: read from disk, not timed again
+    assert scan_module.choose_batch_size(tiny, ["conv4"], images=64) == chosen and timed == [2, 4]

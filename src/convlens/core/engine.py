@@ -21,12 +21,28 @@ timed choice are kept on disk under :func:`cache_root` (``$CONVLENS_CACHE``, els
 else ``~/.cache/convlens``; the 16 most recently used), keyed by a hash of the weights, so the next process
 skips both.
 OpenVINO is imported with its usage telemetry left out: convlens sends nothing anywhere.
+
+Small jobs stay small. Given the job's size (``open_reader(..., images=N)``, as the scan does), ``"auto"`` starts on
+eager PyTorch and times its own first batches; it converts and compiles only when the images left would repay it:
+``left * eager_seconds_per_image * (1 - 1 / speedup) > compile_seconds``. The speedup and the compile cost are what
+an earlier process measured for this network on this machine (its *plan*, on disk beside the converted networks,
+keyed like every cache entry: weights fingerprint, preprocessing, layers, code version, plus the machine and the
+thread count), else priors (2x, 30 s: a cold conversion, compile and timing took 15-40 s on 2 cores). A 64-photo
+scan therefore never compiles; a 100 000-photo one compiles after its second batch. The plan also remembers the
+eager batch size once it was timed, so no process times it twice.
+
+A busy machine costs proportionally: :func:`fair_threads` counts the runnable tasks of other processes and
+uses only the free cores (at least one). OpenMP threads spin-wait for each other at every parallel region: with
+two threads on two cores and one other busy process, one thread is always waiting for a core and eager PyTorch
+slowed 20x; with one thread it slows about 2x, as the load says it should.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import platform
 import sys
 import time
 import warnings
@@ -45,12 +61,15 @@ from ..models.model import Model
 from .cache import cache_key
 from .taps import Tap
 
-__all__ = ["ENGINES", "LayerReader", "cache_root", "channels_last", "open_reader", "openvino_available"]
+__all__ = ["ENGINES", "LayerReader", "cache_root", "channels_last", "fair_threads", "load_plan", "machine",
+           "open_reader", "openvino_available", "save_plan"]
 
 ENGINES = ("auto", "openvino", "torch")
 # images per OpenVINO request, whichever runs faster on this machine: small requests suit depthwise networks
 # (EfficientNet-Lite0 on 2 cores: 2 per request), bigger ones networks with large fully connected layers (AlexNet, VGG)
 _REQUEST_BATCHES = (2, 8)
+_PRIOR_COMPILE_S = 30.0  # seconds to convert, compile, check and time a network never compiled on this machine
+_PRIOR_SPEEDUP = 2.0  # OpenVINO over eager PyTorch, until measured (EfficientNet-Lite0 on 2 cores: about 2.5x)
 _KEEP_ON_DISK = 16  # converted networks kept in the cache folder, the most recently used
 # compiled networks of this process, a few at most (None: eager PyTorch reads that network faster)
 _readers: OrderedDict[tuple, _OpenVINOReader | None] = OrderedDict()
@@ -83,6 +102,78 @@ def _openvino() -> Any | None:
 
 def openvino_available() -> bool:
     return _openvino() is not None
+
+
+def machine() -> str:
+    """What a timing depends on besides the network: CPU model, cores usable by this process, platform."""
+    model = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{platform.system()}-{platform.machine()}-{model}-{_cores()}"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _runnable_elsewhere(samples: int = 3) -> int:
+    """Runnable tasks of other processes right now (``/proc/loadavg``'s running count, less this reading thread),
+    averaged over a few samples 10 ms apart; 0 where the system does not say."""
+    counts = []
+    for i in range(samples):
+        try:
+            running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+        counts.append(running - 1)
+        if i + 1 < samples:
+            time.sleep(0.01)
+    return max(0, round(sum(counts) / len(counts)))
+
+
+def fair_threads(limit: int | None = None) -> int:
+    """Threads for a compute job now: the cores not busy with other processes, at most ``limit`` (default
+    ``torch.get_num_threads()``), at least 1. Spin-waiting OpenMP threads on a shared core make a loaded machine
+    many times slower than the load alone; on free cores alone it slows in proportion."""
+    want = limit or torch.get_num_threads()
+    return max(1, min(want, _cores() - _runnable_elsewhere()))
+
+
+def _plan_path(model: Model, layers: Sequence[str], threads: int) -> Path:
+    ov = _openvino()
+    key = cache_key(model, "plan", machine(), threads, torch.__version__, getattr(ov, "__version__", None),
+                    list(layers), length=32)
+    return cache_root() / "plans" / f"{key}.json"
+
+
+def load_plan(model: Model, layers: Sequence[str], threads: int | None = None) -> dict[str, Any]:
+    """What earlier processes measured for reading ``layers`` of this network on this machine with ``threads``
+    (default: torch's): ``eager_spi`` / ``openvino_spi`` (seconds per image), ``compile_s``, ``torch_faster``,
+    ``eager_batch``. Empty when nothing was measured (or the file is unreadable)."""
+    path = _plan_path(model, layers, threads or torch.get_num_threads())
+    try:
+        plan = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return plan if isinstance(plan, dict) else {}
+
+
+def save_plan(model: Model, layers: Sequence[str], threads: int | None = None, **measured: Any) -> None:
+    """Merge ``measured`` into the plan on disk (written atomically; a read-only cache only costs a re-measure)."""
+    path = _plan_path(model, layers, threads or torch.get_num_threads())
+    plan = load_plan(model, layers, threads)
+    plan.update({k: v for k, v in measured.items() if v is not None})
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(plan, sort_keys=True))
+        tmp.replace(path)
 
 
 class LayerReader:
@@ -143,6 +234,76 @@ class _OpenVINOReader(LayerReader):
                 for j, name in enumerate(self.layers)}
 
 
+class _AutoReader(LayerReader):
+    """Eager PyTorch first; switches to OpenVINO mid-job once the images left repay compiling (module docstring).
+    ``engine`` is the engine reading now."""
+
+    def __init__(self, model: Model, layers: Sequence[str], images: int) -> None:
+        super().__init__(model, layers)
+        self.images, self.seen, self.calls = images, 0, 0
+        self.threads = torch.get_num_threads()
+        self.plan = load_plan(model, layers, self.threads)
+        self._ov: _OpenVINOReader | None = None
+        self._decided = bool(self.plan.get("torch_faster"))
+        self._eager: list[float] = []  # seconds per image of eager calls after the first (the warm-up)
+        self._compiled: list[float] = []
+        self.compile_s: float | None = None
+
+    @property  # type: ignore[override]
+    def engine(self) -> str:  # type: ignore[override]
+        return "openvino" if self._ov is not None else "torch"
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        t = time.perf_counter()
+        out = self._ov(x) if self._ov is not None else super().__call__(x)
+        dt = (time.perf_counter() - t) / max(1, len(x))
+        self.calls += 1
+        self.seen += len(x)
+        if self._ov is not None:
+            self._compiled.append(dt)
+        elif self.calls > 1:
+            self._eager.append(dt)
+            if not self._decided:
+                self._decided = True
+                self._maybe_compile(dt)
+        return out
+
+    def repays(self, spi: float) -> bool:
+        """Whether compiling now pays for itself over the images left, at ``spi`` eager seconds per image."""
+        plan = self.plan
+        speedup = _PRIOR_SPEEDUP
+        if plan.get("eager_spi") and plan.get("openvino_spi"):
+            speedup = plan["eager_spi"] / plan["openvino_spi"]
+        cost = float(plan.get("compile_s", _PRIOR_COMPILE_S))
+        left = self.images - self.seen
+        return speedup > 1 and left * spi * (1 - 1 / speedup) > cost
+
+    def _maybe_compile(self, spi: float) -> None:
+        if not self.repays(spi):
+            return
+        t = time.perf_counter()
+        try:
+            reader = _compile(self.model, self.layers, allow_torch=True)
+        except Exception as exc:  # noqa: BLE001 -- any failure to compile means: keep reading with PyTorch
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(f"OpenVINO could not run this network ({why}); reading it with PyTorch", stacklevel=3)
+            save_plan(self.model, self.layers, self.threads, torch_faster=True)
+            return
+        self.compile_s = time.perf_counter() - t
+        save_plan(self.model, self.layers, self.threads, compile_s=round(self.compile_s, 3),
+                  torch_faster=reader is None)
+        self._ov = reader
+
+    def close(self) -> None:
+        """Remember the measured per-image costs for the next process."""
+        def med(v: list[float]) -> float | None:
+            return float(np.median(v)) if v else None
+
+        if self._eager or self._compiled:
+            save_plan(self.model, self.layers, self.threads, eager_spi=med(self._eager),
+                      openvino_spi=med(self._compiled))
+
+
 @contextlib.contextmanager
 def channels_last(model: Model) -> Iterator[None]:
     """Run the network in ``channels_last`` layout for the duration (a wrapped user network is put back after)."""
@@ -161,8 +322,12 @@ def channels_last(model: Model) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_reader(model: Model, layers: Sequence[str], *, engine: str = "auto") -> Iterator[LayerReader]:
-    """A :class:`LayerReader` for ``layers`` of ``model`` on the chosen engine (see the module docstring)."""
+def open_reader(model: Model, layers: Sequence[str], *, engine: str = "auto",
+                images: int | None = None) -> Iterator[LayerReader]:
+    """A :class:`LayerReader` for ``layers`` of ``model`` on the chosen engine (see the module docstring).
+
+    ``images``: how many images the job will read; with ``"auto"`` the reader then starts eager and compiles only
+    when the rest of the job repays it. ``None``: compile (or use the remembered choice) now."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     layers = list(layers)
@@ -172,6 +337,14 @@ def open_reader(model: Model, layers: Sequence[str], *, engine: str = "auto") ->
         raise UserError(f"the openvino engine runs on the CPU; this model is on {model.device}")
     if engine == "openvino" and not available:
         raise UserError("the openvino engine needs OpenVINO: pip install openvino")
+    if engine == "auto" and images is not None and on_cpu and layers and available:
+        with torch.no_grad(), channels_last(model):
+            auto = _AutoReader(model, layers, images)
+            try:
+                yield auto
+            finally:
+                auto.close()
+        return
     if engine != "torch" and on_cpu and layers and available:
         try:
             reader = _compile(model, layers, allow_torch=engine == "auto")

@@ -7,6 +7,7 @@ activation after the tapped layer cannot overwrite what was recorded.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -152,28 +153,40 @@ RULES = ("gradient", "guided", "deconv")
 
 
 class _Rectifier(torch.autograd.Function):
-    """Clamp to [low, high] forward; backward by the chosen rule (Springenberg et al. 2015; Zeiler & Fergus 2014)."""
+    """Clamp to [low, high] forward; backward by the chosen rule (Springenberg et al. 2015; Zeiler & Fergus 2014).
+
+    In place, guided saves what plain autograd saves for that call (the clamped tensor itself: a later in-place
+    change of it breaks the plain gradient just the same, with the same loud error) and its backward pass is the
+    plain gradient's fused masking kernel plus an in-place clamp. Out of place it saves a 1-byte mask of where
+    ``low < x < high``, so a later in-place operation on either the input or the output cannot invalidate it.
+    """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, low: float, high: float | None, rule: str,
                 inplace: bool = False) -> torch.Tensor:
-        ctx.rule = rule
+        ctx.rule, ctx.low, ctx.high, ctx.inplace = rule, low, high, inplace
         if inplace:  # clamp the caller's tensor itself, as the in-place op would: no copy, no new buffer
-            if rule == "guided":
-                ctx.save_for_backward(x > low if high is None else (x > low) & (x < high))
             ctx.mark_dirty(x)
-            return x.clamp_(min=low, max=high)
-        out = x.clamp(min=low, max=high)
-        if rule == "guided":  # a 1-byte mask, so a later in-place op on the output cannot invalidate the backward
+            out = x.clamp_(min=low) if high is None else x.clamp_(min=low, max=high)
+            if rule == "guided":
+                ctx.save_for_backward(out)  # out > low (and < high) exactly where x passed
+            return out
+        if rule == "guided":
             ctx.save_for_backward(x > low if high is None else (x > low) & (x < high))
-        return out
+        return x.clamp(min=low) if high is None else x.clamp(min=low, max=high)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
         if ctx.rule == "deconv":  # keep only positive incoming gradient, ignore the forward input
             return g.clamp(min=0), None, None, None, None
-        (passed,) = ctx.saved_tensors  # guided: positive incoming gradient where the forward input passed
-        return g.clamp(min=0).mul_(passed), None, None, None, None
+        (saved,) = ctx.saved_tensors  # guided: positive incoming gradient where the forward input passed
+        if not ctx.inplace:
+            gin = torch.where(saved, g, 0.0)
+        elif ctx.high is None:
+            gin = torch.ops.aten.threshold_backward(g, saved, ctx.low)
+        else:
+            gin = torch.ops.aten.hardtanh_backward(g, saved, ctx.low, ctx.high)
+        return gin.clamp_(min=0), None, None, None, None
 
 
 _SQRT_2_PI = math.sqrt(2.0 / math.pi)
@@ -360,6 +373,7 @@ _register("softplus", [F.softplus, _nn.softplus], lambda a, k: ((float(_arg(a, k
                                                                 False))
 
 
+@functools.cache
 def _timm_modules() -> dict[type, str]:
     """timm's own activation layers that compute their activation from smaller operations (``x * x.sigmoid()``,
     ``relu6(x + 3) / 6``, custom autograd functions): caught as modules, since no single function names them.

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.engine import LayerReader, channels_last, open_reader
+from ..core.engine import LayerReader, channels_last, fair_threads, open_reader
 from ..errors import UserError
 from ..models import Model
 from ..runtime import tune_allocator
@@ -67,18 +67,24 @@ from .reducers import BatchMeta, Reducer
 __all__ = ["ScanResult", "choose_batch_size", "dead_unit_layers", "feature_layer", "reduce_shard", "scan"]
 
 _BATCH_CACHE: dict[tuple, int] = {}
+DEFAULT_BATCH = 16
+"""Images per eager forward pass when the size was not measured (a small job, or not yet timed on this machine)."""
+TIME_BATCHES_FROM = 20
+"""Batch sizes are timed only for a job at least this many times the images the timing reads (it saves ~10-20%)."""
 SHARD_SIZE = 128  # images per shard of a checkpointed scan: what a SIGKILL can lose at most
 
 
 class ScanResult(dict):
     """Reducer name -> result, plus what happened: ``skipped`` files, ``images`` scanned, ``seconds``; for a sharded
-    scan also ``shards`` (how many) and ``resumed`` (images whose reduction came from the checkpoint)."""
+    scan also ``shards`` (how many) and ``resumed`` (images whose reduction came from the checkpoint); ``engine``, ``batch_size``
+    and ``threads`` say how this process read the network."""
 
     skipped: list[tuple[str, str]]
     images: int
     seconds: float
     batch_size: int
     engine: str
+    threads: int
     shards: int = 0
     resumed: int = 0
 
@@ -91,19 +97,31 @@ def _deepest(model: Model, layers: set[str]) -> list[str]:
 
 
 def choose_batch_size(model: Model, layers: Sequence[str] = (), *, candidates: Sequence[int] = (4, 8, 16, 32),
-                      repeats: int = 2) -> int:
+                      repeats: int = 2, images: int | None = None) -> int:
     """Time the network on random batches of each candidate size and return the fastest per image.
 
-    The answer is remembered per network, input size, device and deepest layer, so it is measured once a process.
+    The answer is remembered per network, input size, device and deepest layer for the process, and on the CPU
+    on disk too (in the engine's plan: :func:`convlens.core.engine.load_plan`), so it is measured once a machine.
+    ``images``: the job's size; timing reads ``(repeats + 1) * sum(candidates)`` images, so a job smaller than
+    :data:`TIME_BATCHES_FROM` times that is not timed and gets the remembered size, else :data:`DEFAULT_BATCH`.
     """
+    from ..core.engine import load_plan, save_plan
+
     order = model.layers.names()
     last = max((order.index(n) for n in layers), default=len(order) - 1)
-    key = (id(model.module), model.preprocess.size, str(model.device), last)
+    key = (id(model.module), model.preprocess.size, str(model.device), last, torch.get_num_threads())
     if key in _BATCH_CACHE:
         return _BATCH_CACHE[key]
+    names = list(layers) or [order[-1]]
+    on_cpu = model.device.type == "cpu"
+    remembered = load_plan(model, names).get("eager_batch") if on_cpu else None
+    if isinstance(remembered, int) and remembered > 0:
+        _BATCH_CACHE[key] = remembered
+        return remembered
+    if images is not None and images < TIME_BATCHES_FROM * (repeats + 1) * sum(candidates):
+        return DEFAULT_BATCH  # timing would cost more than it can save on this job; not remembered
     h, w = model.preprocess.size
     best, best_rate = candidates[0], 0.0
-    names = list(layers) or [order[-1]]
     read = LayerReader(model, names)
     with torch.no_grad(), channels_last(model):
         for b in candidates:
@@ -114,6 +132,8 @@ def choose_batch_size(model: Model, layers: Sequence[str] = (), *, candidates: S
             if rate > best_rate * 1.03:  # a bigger batch must be clearly faster to win
                 best, best_rate = b, rate
     _BATCH_CACHE[key] = best
+    if on_cpu:
+        save_plan(model, names, eager_batch=best)
     return best
 
 
@@ -132,7 +152,7 @@ def _decode(model: Model, path: Path) -> torch.Tensor:
 def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict[str, Reducer], *,
          batch_size: int | None = None, cache_dir: str | Path | None = None, progress: bool = True,
          workers: int = 2, tune: bool = True, engine: str = "auto", checkpoint: str | Path | bool | None = None,
-         shard_size: int | None = None, cluster: Any = None) -> ScanResult:
+         shard_size: int | None = None, cluster: Any = None, threads: int | None = None) -> ScanResult:
     """Stream a dataset through ``model`` once and feed every reducer from the same forward pass.
 
     Args:
@@ -146,8 +166,8 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
         progress: show a progress bar (tqdm) on stderr.
         workers: threads that decode and resize images while the network computes.
         tune: apply :func:`convlens.tune_allocator` (keeps activation buffers in the process; glibc only).
-        engine: ``"auto"`` (OpenVINO on the CPU when it is installed and there are at least 64 images to read,
-            else PyTorch), ``"openvino"`` or ``"torch"``; see :mod:`convlens.core.engine`. ``"ray"``: on a local
+        engine: ``"auto"`` (eager PyTorch, switching to OpenVINO on the CPU when it is installed and the images
+            left repay compiling: see :mod:`convlens.core.engine`), ``"openvino"`` or ``"torch"``; see :mod:`convlens.core.engine`. ``"ray"``: on a local
             Ray runtime (as ``cluster="local"``), each worker on ``"auto"``.
         checkpoint: a folder for the reduced shards (:mod:`convlens.read.checkpoint`): an interrupted scan, even a
             killed one, resumes from them and loses at most the shards it was reducing. ``None``: under
@@ -158,12 +178,30 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
             this machine), ``"auto"`` or an address (join a running cluster), or a
             :class:`~convlens.read.distributed.Cluster` with the worker count and resources. ``None``: on this
             process, unless a :func:`~convlens.read.distributed.on_cluster` block says otherwise.
+        threads: compute threads on this process; ``None``: the cores other processes leave free
+            (:func:`~convlens.core.engine.fair_threads`), so a busy machine slows the scan in proportion.
 
     Returns:
         A :class:`ScanResult`: reducer name -> ``reducer.result()``; ``.skipped`` lists ``(file, reason)`` for
         unreadable images. The result does not depend on the sharding, the checkpoint or the cluster: the same
         top-k ids and positions, counts and histograms, and features equal to float tolerance.
     """
+    threads = threads or (fair_threads() if model.device.type == "cpu" else torch.get_num_threads())
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = _scan(model, images_or_folder, reducers, batch_size=batch_size, cache_dir=cache_dir, progress=progress,
+                    workers=workers, tune=tune, engine=engine, checkpoint=checkpoint, shard_size=shard_size,
+                    cluster=cluster)
+    finally:
+        torch.set_num_threads(before)
+    out.threads = threads
+    return out
+
+
+def _scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict[str, Reducer], *,
+          batch_size: int | None, cache_dir: str | Path | None, progress: bool, workers: int, tune: bool, engine: str,
+          checkpoint: str | Path | bool | None, shard_size: int | None, cluster: Any) -> ScanResult:
     from .distributed import as_cluster
 
     cluster = as_cluster(cluster, engine)
@@ -203,8 +241,6 @@ def scan(model: Model, images_or_folder: Any, reducers: Sequence[Reducer] | dict
 
     started = time.perf_counter()
     skipped: list[tuple[str, str]] = []
-    if engine == "auto" and len(todo) < 64:
-        engine = "torch"  # compiling costs a second or two, more than a small scan saves
     if batch_size is not None and batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
 
@@ -355,13 +391,14 @@ def _scan_local(model: Model, dataset: Dataset, shards: Sequence[Any], active: d
     seen = 0
     used = "torch"
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, open_reader(model, layers, engine=engine) as read:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+                open_reader(model, layers, engine=engine, images=total) as read:
             used = read.engine
             if batch_size is None:
                 if used != "torch":
-                    batch_size = 16  # OpenVINO splits each batch into requests of its own size
+                    batch_size = DEFAULT_BATCH  # OpenVINO splits each batch into requests of its own size
                 else:
-                    batch_size = choose_batch_size(model, layers) if total >= 64 and layers else 8
+                    batch_size = choose_batch_size(model, layers, images=total) if layers else DEFAULT_BATCH
             if not total:
                 return 0, batch_size, used
             if sharded is None:
@@ -371,7 +408,7 @@ def _scan_local(model: Model, dataset: Dataset, shards: Sequence[Any], active: d
                         seen += len(pos)
                         if bar is not None:
                             bar.update(len(pos))
-                return seen, batch_size, used
+                return seen, batch_size, read.engine
             templates, finish = sharded
             partials: dict[str, Reducer] | None = None
             mine: list[tuple[str, str]] = []
@@ -395,6 +432,7 @@ def _scan_local(model: Model, dataset: Dataset, shards: Sequence[Any], active: d
                     partials, mine, n, t = None, [], 0, time.perf_counter()
                     if bar is not None:
                         bar.set_postfix_str(f"shard {k + 1}/{len(shards)}", refresh=False)
+                used = read.engine
             except BaseException:
                 # interrupted inside a shard: its pooled-feature rows still go to the feature cache (rows are
                 # idempotent); the shard's counts are dropped, and the whole shard is read again next time
