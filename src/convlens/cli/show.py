@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .common import COUNT, cluster_options, NATURAL, at_least, main, model_options
+from .common import COUNT, NATURAL, at_least, cluster_options, main, model_options
 
 
-def _section_progress(i: int, n: int, res) -> None:  # noqa: ANN001
+def _section_progress(i: int, n: int, res) -> None:
     if res.status == "pending":
         click.echo(f"[{i + 1}/{n}] {res.title} ...", err=True)
     else:
@@ -22,20 +22,27 @@ def _section_progress(i: int, n: int, res) -> None:  # noqa: ANN001
 @click.option("--quick", is_flag=True, help="Small sizes and few steps: minutes on a laptop CPU (make tour).")
 @click.option("--only", default=None, help="Comma-separated section keys to run (the rest are listed as skipped).")
 @click.option("--style", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A painting for the style-transfer section [default: a bundled colourful micrograph].")
-def tour_cmd(run, images: str | None, quick: bool, only: str | None, style: str | None) -> None:  # noqa: ANN001
+              help="A painting for the style sections [default: the shipped Starry Night network's rendering of a "
+                   "photo; no painting ships].")
+@click.option("--transfer-to", default=None,
+              help="Second network for the attacks' transfer [default: another embedded network with the same classes].")
+def tour_cmd(run, images: str | None, quick: bool, only: str | None, style: str | None,
+             transfer_to: str | None) -> None:
     """The whole lecture on one model as a static HTML report (OUT/index.html, pictures beside it)."""
     from ..errors import UserError
+    from ..models import load_model
     from ..show.tour import SECTIONS, run_tour
 
     keys = [k.strip() for k in only.split(",") if k.strip()] if only else None
     unknown = sorted(set(keys or ()) - {s.key for s in SECTIONS})
     if unknown:  # before the model is loaded
         raise UserError(f"unknown tour section(s) {', '.join(unknown)}; valid: {', '.join(s.key for s in SECTIONS)}")
+    other = load_model(transfer_to, device=run.device) if transfer_to else None
     report = run_tour(run.model, run.out, images=images, quick=quick, seed=run.seed, only=keys, style=style,
-                      progress=_section_progress)
+                      transfer_to=other, progress=_section_progress)
     counts = ", ".join(f"{v} {k}" for k, v in report.counts.items())
-    click.echo(f"tour: {counts} in {report.seconds:.0f} s; open {report.path}", err=True)
+    click.echo(f"tour: {counts}; total time {report.seconds:.0f} s ({report.seconds / 60:.1f} min); open "
+               f"{report.path}", err=True)
     run.save(report.as_dict())
 
 
@@ -50,7 +57,7 @@ def tour_cmd(run, images: str | None, quick: bool, only: str | None, style: str 
               help="Feature-visualization steps per channel (0: none).")
 @click.option("--vis-size", type=at_least(16), default=96, show_default=True, help="Feature-visualization side in pixels.")
 @click.option("--batch-size", type=COUNT, default=32, show_default=True, help="Scan batch size.")
-def microscope_cmd(run, dataset: str, layers: str | None, k: int, max_channels: int | None, vis_steps: int,  # noqa: ANN001
+def microscope_cmd(run, dataset: str, layers: str | None, k: int, max_channels: int | None, vis_steps: int,
                    vis_size: int, batch_size: int) -> None:
     """One scan of DATASET, then a static site: layers, a page per layer and a page per channel (resumable)."""
     from ..errors import UserError
