@@ -378,7 +378,7 @@ def _sec_predict(ctx: TourContext, out: SectionOutput) -> None:
         p, verdict = preds[n], ctx.verdict(n)
         wrong += verdict.startswith("WRONG")
         tiles.append(F.caption(F.to_rgb(ctx.pixels(n)[0]).resize((150, 150), Image.Resampling.LANCZOS),
-                               f"{n}\n{p[0].label[:22]} {p[0].prob:.2f}\n{verdict[:26]}", size=11))
+                               f"{n}\n{p[0].label[:22]} {p[0].prob:.2f}\n{verdict.split(' (')[0]}", size=11))
         rows.append([n, PHOTO_TRUTH.get(n, ("?",))[0] if ctx.dataset is None else "-", verdict,
                      *[f"{q.label} {q.prob:.3f}" for q in p[:3]]])
     ctx.figure(out, "photos", F.grid(tiles, ncols=min(6, len(tiles))), photo=True,
