@@ -178,7 +178,7 @@ def model_options(command: str, *, model_arg: bool = False) -> Callable[[Callabl
         opts = [
             click.option("--weights", type=click.Path(dir_okay=False), default=None,
                          help="Local state dict for the model's architecture (works offline)."),
-            click.option("--device", default="cpu", show_default=True, help="auto | cpu | cuda | mps."),
+            click.option("--device", default="auto", show_default=True, help="auto (cuda, then mps, then cpu) | cpu | cuda | mps."),
             click.option("--out", type=click.Path(file_okay=False), default=None,
                          help=f"Output folder [default: convlens-out/{command}/]."),
             click.option("--seed", type=NATURAL, default=0, show_default=True, help="Random seed."),

@@ -22,20 +22,27 @@ def _section_progress(i: int, n: int, res) -> None:
 @click.option("--quick", is_flag=True, help="Small sizes and few steps: minutes on a laptop CPU (make tour).")
 @click.option("--only", default=None, help="Comma-separated section keys to run (the rest are listed as skipped).")
 @click.option("--style", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A painting for the style-transfer section [default: a bundled colourful micrograph].")
-def tour_cmd(run, images: str | None, quick: bool, only: str | None, style: str | None) -> None:
+              help="A painting for the style sections [default: the shipped Starry Night network's rendering of a "
+                   "photo; no painting ships].")
+@click.option("--transfer-to", default=None,
+              help="Second network for the attacks' transfer [default: another embedded network with the same classes].")
+def tour_cmd(run, images: str | None, quick: bool, only: str | None, style: str | None,
+             transfer_to: str | None) -> None:
     """The whole lecture on one model as a static HTML report (OUT/index.html, pictures beside it)."""
     from ..errors import UserError
+    from ..models import load_model
     from ..show.tour import SECTIONS, run_tour
 
     keys = [k.strip() for k in only.split(",") if k.strip()] if only else None
     unknown = sorted(set(keys or ()) - {s.key for s in SECTIONS})
     if unknown:  # before the model is loaded
         raise UserError(f"unknown tour section(s) {', '.join(unknown)}; valid: {', '.join(s.key for s in SECTIONS)}")
+    other = load_model(transfer_to, device=run.device) if transfer_to else None
     report = run_tour(run.model, run.out, images=images, quick=quick, seed=run.seed, only=keys, style=style,
-                      progress=_section_progress)
+                      transfer_to=other, progress=_section_progress)
     counts = ", ".join(f"{v} {k}" for k, v in report.counts.items())
-    click.echo(f"tour: {counts} in {report.seconds:.0f} s; open {report.path}", err=True)
+    click.echo(f"tour: {counts}; total time {report.seconds:.0f} s ({report.seconds / 60:.1f} min); open "
+               f"{report.path}", err=True)
     run.save(report.as_dict())
 
 

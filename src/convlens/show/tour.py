@@ -1,15 +1,13 @@
 """The tour: the whole "Visualizing and Understanding ConvNets" lecture run on one model, as one static HTML report.
 
 :func:`run_tour` runs one *section* per lecture topic, in the lecture's order, and writes ``index.html`` with the
-pictures as files beside it (``img/``) and every number in ``result.json``. Each section is a short function
-that calls the library's public API, saves its figure(s), and fills in the parameters it used and the numbers it
-found. A section that fails, or whose technique is not in this build, is reported in its place; the others still
-run. The page is rewritten after every section, so an interrupted tour leaves a readable report on disk.
+pictures as files beside it (``img/``) and every number in ``result.json``. Each section is a few lines: the
+library recipe that its CLI command calls, then the ``show/`` renderer that command uses, plus the parameters and
+numbers for the page. A section that fails is reported in its place; the others still run. The page is rewritten after every section, so an interrupted tour leaves a readable report on disk.
 """
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import tempfile
 import time
@@ -31,12 +29,21 @@ from ..results import write_result
 from . import figures as F
 from .html import render, save_image
 
-__all__ = ["Figure", "Table", "SectionOutput", "SectionResult", "Section", "TourContext", "TourReport", "SECTIONS",
-           "run_tour", "NotAvailable", "tour_images", "augmented_crops"]
-
-
-class NotAvailable(Exception):
-    """Raised by a section whose technique is not in this build (its module or function does not exist yet)."""
+__all__ = [
+    "PHOTO_TRUTH",
+    "SECTIONS",
+    "TOUR_PHOTOS",
+    "Figure",
+    "Section",
+    "SectionOutput",
+    "SectionResult",
+    "Table",
+    "TourContext",
+    "TourReport",
+    "augmented_crops",
+    "run_tour",
+    "tour_images",
+]
 
 
 @dataclass
@@ -69,7 +76,7 @@ class SectionOutput:
 
 @dataclass
 class SectionResult:
-    """How one section went: ``status`` is ok, failed, unavailable, skipped or pending; ``seconds`` its wall time."""
+    """How one section went: ``status`` is ok, failed, skipped or pending; ``seconds`` its wall time."""
 
     key: str
     title: str
@@ -82,8 +89,7 @@ class SectionResult:
 
     @property
     def status_text(self) -> str:
-        return {"ok": "ok", "failed": "failed", "unavailable": "not available", "skipped": "skipped",
-                "pending": "pending"}[self.status]
+        return self.status
 
     @property
     def figures(self) -> list[Figure]:
@@ -121,7 +127,8 @@ class TourContext:
     """What every section shares: the model, the photos, the output folder, the profile and a small cache."""
 
     def __init__(self, model: Model, photos: dict[str, Image.Image], out: Path, *, quick: bool, seed: int,
-                 dataset: list[Path] | None = None, work: Path | None = None, style: str | Path | None = None) -> None:
+                 dataset: list[Path] | None = None, work: Path | None = None, style: str | Path | None = None,
+                 transfer_to: Model | None = None) -> None:
         self.model = model
         self.photos = photos
         self.out = out
@@ -129,18 +136,19 @@ class TourContext:
         self.seed = seed
         self.dataset = dataset
         self.style = style
+        self.transfer = transfer_to
         self.work = work or out / "_work"
         self.cache: dict[str, Any] = {}
         self.key = ""
 
     def dataset_files(self) -> list[Path]:
-        """The image set of the dataset sections: the user's folder (up to a limit), or the bundled photos plus
-        random crops of each, written once to the work folder. ``cache["sources"]`` maps file name -> photo."""
+        """The image set of the dataset sections: the user's folder (up to a limit), or every shipped photo plus
+        a few random crops of each, written once to the work folder. ``cache["sources"]`` maps file name -> photo."""
         if "files" in self.cache:
             return self.cache["files"]
         if self.dataset is not None:
             files = self.dataset[: self.q(300, 2000)]
-            sources = {f.name: f.stem for f in files}
+            sources = {f.name: f.parent.name if len({g.parent for g in files}) > 1 else f.stem for f in files}
             labels = None
             try:
                 from ..read import load_dataset
@@ -155,7 +163,7 @@ class TourContext:
             folder.mkdir(parents=True, exist_ok=True)
             files, sources = [], {}
             counts: dict[str, int] = {}
-            for j, (name, img) in enumerate(augmented_crops(self.photos, per_photo=self.q(4, 8), seed=self.seed)):
+            for j, (name, img) in enumerate(augmented_crops(self.photos, per_photo=self.q(2, 4), seed=self.seed)):
                 i = counts.get(name, 0)
                 counts[name] = i + 1
                 f = folder / f"{j:03d}_{name}_{i}.jpg"
@@ -217,183 +225,317 @@ class TourContext:
         return best or self.model.layers.last_spatial()
 
 
-def _need(module: str, *names: str) -> Any:
-    """Import ``convlens.<module>`` and return the named attributes; :class:`NotAvailable` if they do not exist."""
-    try:
-        mod = importlib.import_module(f"convlens.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("convlens"):
-            raise NotAvailable(f"convlens.{module} is not in this build yet") from None
-        raise
-    missing = [n for n in names if not hasattr(mod, n)]
-    if missing:
-        raise NotAvailable(f"convlens.{module} has no {', '.join(missing)} yet")
-    got = [getattr(mod, n) for n in names]
-    return got[0] if len(got) == 1 else got
+    # -- shared answers of the model on the tour's photos (no class index or layer name is ever hard-coded) --
+    def predictions(self, top: int = 5) -> dict[str, list[Any]]:
+        """The model's top classes on every tour photo (computed once)."""
+        if "predictions" not in self.cache:
+            names = list(self.photos)
+            x = torch.cat([self.pixels(n) for n in names])
+            self.cache["predictions"] = dict(zip(names, self.model.predict(x, top=5)))
+        return {n: p[:top] for n, p in self.cache["predictions"].items()}
+
+    def verdict(self, name: str, *, top: int = 1) -> str:
+        """``right`` / ``WRONG (shows ...)`` / ``no class`` / ``unknown`` for a shipped photo's top-``top`` answer."""
+        if self.dataset is not None or name not in PHOTO_TRUTH:
+            return "unknown"
+        what, words = PHOTO_TRUTH[name]
+        if not words:
+            return "no class"
+        hit = any(w in q.label.lower() for q in self.predictions(top)[name] for w in words)
+        return "right" if hit else f"WRONG (shows {what})"
+
+    def classes(self, n: int) -> list[int]:
+        """Up to ``n`` distinct classes the model gives the tour photos, photos it gets right first."""
+        preds = self.predictions(1)
+        order = sorted(preds, key=lambda k: (self.verdict(k) != "right", -preds[k][0].prob))
+        return list(dict.fromkeys(preds[k][0].index for k in order))[:n]
+
+    def pair(self) -> list[str]:
+        """The main photo and the next photo the model gets right (or the next photo)."""
+        rest = [n for n in self.photos if n != self.main_name]
+        good = [n for n in rest if self.verdict(n) == "right"] or rest
+        return [self.main_name] + good[:1]
+
+    def originals(self) -> list[Path]:
+        """One file per photo (no crops)."""
+        files = self.dataset_files()
+        return files if self.dataset is not None else [f for f in files if f.stem.endswith("_0")]
+
+    def query_files(self, n: int) -> list[Path]:
+        files = self.originals()
+        return files[:: max(1, len(files) // n)][:n]
+
+    def group(self, f: str | Path) -> Any:
+        """What a file belongs to: its label when the folder has labels, else its source photo (or folder)."""
+        name = Path(f).name
+        labels = self.cache.get("labels")
+        return labels.get(name) if labels else self.cache["sources"].get(name, Path(f).stem)
+
+    def codes(self, layer: str) -> tuple[np.ndarray, list[Path]]:
+        """Pooled codes of the dataset images at ``layer`` (one cached scan shared by the sections)."""
+        from ..read import PooledFeatures, scan
+
+        key = f"codes:{layer}"
+        if key not in self.cache:
+            feats = scan(self.model, self.dataset_files(), [PooledFeatures(layer)], cache_dir=self.work / "cache",
+                         progress=False)["features"]
+            self.cache[key] = (np.asarray(feats[layer]), [Path(f) for f in feats.files])
+        return self.cache[key]
+
+    def dataset_note(self) -> str:
+        if self.dataset is not None:
+            return f"Images: the first {len(self.dataset_files())} of the folder."
+        n = len(self.photos)
+        return (f"Only {n} photos ship with convlens, so the {len(self.dataset_files())} images are those photos "
+                f"and a few random crops of each: some neighbours and top images are crops of one photo. Give "
+                f"--images DIR (e.g. ../shared/data) for a real image set.")
+
+    def own_answers(self, files: Sequence[Path]) -> list[int]:
+        preds: list[int] = []
+        for i in range(0, len(files), 16):
+            with torch.no_grad():
+                preds += self.model(self.model.load(list(files[i:i + 16]))).argmax(-1).tolist()
+        return preds
+
+    def largest_class(self) -> tuple[int, list[Path]]:
+        """The class the model gives most dataset images, and those images."""
+        files = self.dataset_files()
+        answers = self.own_answers(files)
+        cls = max(set(answers), key=answers.count)
+        return cls, [f for f, a in zip(files, answers) if a == cls]
+
+    def split_files(self) -> tuple[list[Path], list[Path]]:
+        """The dataset split in two by photo (crops of one photo stay on one side), for held-out measurements."""
+        files = self.dataset_files()
+        groups = list(dict.fromkeys(self.group(f) for f in files))
+        held = set(groups[1::2])
+        return [f for f in files if self.group(f) not in held], [f for f in files if self.group(f) in held]
+
+    def probs_of_png(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's probabilities for optimised images as a saved 8-bit PNG holds them."""
+        q8 = (images.detach().cpu() * 255).round() / 255
+        with torch.no_grad():
+            return self.model(self.model.preprocess.resize_tensor(q8.to(self.model.device))).softmax(-1).cpu()
+
+    def texture_sample(self) -> torch.Tensor:
+        from ..images import to_pixels
+
+        return to_pixels(shipped_photo("brick"))[None]
+
+    def style_image(self) -> tuple[str, torch.Tensor]:
+        """The user's painting, or (none ships) the shipped Starry Night network's rendering of a colourful photo."""
+        from ..images import to_pixels
+
+        if self.style is not None:
+            return Path(self.style).stem, to_pixels(load_image(self.style))[None]
+        if "style" not in self.cache:
+            from ..synthesize.fast_style import apply_fast_style, load_fast_style, pretrained_path
+
+            net = load_fast_style(pretrained_path())[0]
+            self.cache["style"] = apply_fast_style(net, to_pixels(F.fit(shipped_photo("china"), 512))[None])
+        return "Starry Night rendering", self.cache["style"]
+
+    def style_note(self) -> str:
+        return ("" if self.style is not None else "No painting ships with convlens: the style image is the shipped "
+                "Starry Night network's rendering of a photo (give --style PAINTING for a real one).")
+
+    def transfer_model(self) -> Model | None:
+        """The second network adversarial images are carried to: the one given, else another embedded network with
+        the same classes (none: the transfer column stays empty)."""
+        if self.transfer is not None or "transfer" in self.cache:
+            return self.transfer or self.cache["transfer"]
+        from ..models import available_models, load_model
+
+        other = next((n for n in available_models() if ":" not in n and "/" not in n and n != self.model.name), None)
+        m = load_model(other, device=self.model.device) if other else None
+        self.cache["transfer"] = m if m is not None and m.num_classes == self.model.num_classes else None
+        return self.cache["transfer"]
 
 
 # --------------------------------------------------------------------------------------------------------------
-# foundation sections
+# sections: each calls the library recipe and the show/ renderer that its CLI command uses
 # --------------------------------------------------------------------------------------------------------------
 def _sec_model(ctx: TourContext, out: SectionOutput) -> None:
-    model = ctx.model
-    layers = model.layers
-    n_params = sum(p.numel() for p in model.module.parameters())
-    out.numbers.update({"parameters": n_params, "addressable layers": len(layers),
-                        "spatial layers": len(layers.spatial()), "classes": model.num_classes})
+    model, layers = ctx.model, ctx.model.layers
+    out.numbers.update({"parameters": sum(p.numel() for p in model.module.parameters()),
+                        "addressable layers": len(layers), "spatial layers": len(layers.spatial()),
+                        "classes": model.num_classes, "stages": len(layers.stages())})
     out.params.update({"model": model.name, "input size": "x".join(map(str, model.preprocess.size)),
                        "mean": str(tuple(round(m, 3) for m in model.preprocess.mean)),
                        "std": str(tuple(round(s, 3) for s in model.preprocess.std))})
-    rows = []
-    for info in layers:
-        if info.name.count(".") > 1 and not info.name.startswith("features."):
-            continue
-        rf = "whole image" if info.rf.whole else f"{info.rf.size[0]:g} px, stride {info.rf.stride[0]:g}"
-        rows.append([info.name, info.type, " x ".join(map(str, info.shape)), rf])
+    stages = set(layers.stages())
+    rows = [[i.name, i.type, " x ".join(map(str, i.shape)),
+             "whole image" if i.rf.whole else f"{i.rf.size[0]:g} px, stride {i.rf.stride[0]:g}"]
+            for i in layers if "." not in i.name or i.name in stages]
     out.tables.append(Table(["layer", "type", "output", "receptive field"], rows[:60],
-                            "top-level layers (all of them: convlens layers MODEL)"))
+                            "top-level layers and stage outputs (all of them: convlens layers MODEL)"))
 
 
 def _sec_predict(ctx: TourContext, out: SectionOutput) -> None:
-    names = list(ctx.photos)[: ctx.q(6, 12)]
-    x = torch.cat([ctx.pixels(n) for n in names])
-    preds = ctx.model.predict(x, top=3)
-    tiles, rows = [], []
-    for n, xi, p in zip(names, x, preds):
-        tiles.append(F.caption(F.to_rgb(xi).resize((160, 160), Image.Resampling.LANCZOS),
-                               f"{n}\n{p[0].label} {p[0].prob:.2f}", size=11))
-        rows.append([n] + [f"{q.label} ({q.index}) {q.prob:.3f}" for q in p])
-    ctx.cache["predictions"] = {n: p for n, p in zip(names, preds)}
-    ctx.figure(out, "photos", F.grid(tiles, ncols=min(6, len(tiles))), photo=True, caption="The photos, as the model sees them "
-               "(resized and centre-cropped), with the top class and its probability.")
-    out.tables.append(Table(["photo", "top 1", "top 2", "top 3"], rows))
-    out.numbers["mean top-1 probability"] = float(np.mean([p[0].prob for p in preds]))
+    names = list(ctx.photos)
+    preds = ctx.predictions()
+    tiles, rows, wrong = [], [], 0
+    for n in names:
+        p, verdict = preds[n], ctx.verdict(n)
+        wrong += verdict.startswith("WRONG")
+        tiles.append(F.caption(F.to_rgb(ctx.pixels(n)[0]).resize((150, 150), Image.Resampling.LANCZOS),
+                               f"{n}\n{p[0].label[:22]} {p[0].prob:.2f}\n{verdict.split(' (')[0]}", size=11))
+        rows.append([n, PHOTO_TRUTH.get(n, ("?",))[0] if ctx.dataset is None else "-", verdict,
+                     *[f"{q.label} {q.prob:.3f}" for q in p[:3]]])
+    ctx.figure(out, "photos", F.grid(tiles, ncols=min(6, len(tiles))), photo=True,
+               caption="The photos as the model sees them (resized, centre-cropped) with its top class. 'WRONG' "
+               "marks a photo whose top class does not name what it shows; 'no class' marks a photo (a texture, a "
+               "micrograph, coins) for which the model's label set has no right answer, so any answer is a guess.")
+    out.tables.append(Table(["photo", "what it shows", "verdict", "top 1", "top 2", "top 3"], rows))
+    out.numbers.update({"photos": len(names), "marked wrong": wrong,
+                        "mean top-1 probability": float(np.mean([preds[n][0].prob for n in names]))})
 
 
 def _sec_weights(ctx: TourContext, out: SectionOutput) -> None:
-    model = ctx.model
-    first = model.layers.first_conv()
-    conv = model.layer(first)
-    w = conv.weight.detach().float().cpu()
-    out.params.update({"layer": first, "scaling": "per filter, symmetric (grey = 0)"})
-    try:
-        conv_filters = _need("read", "conv_filters")
-        filters_figure = _need("read.render", "filters_figure")
-        img = filters_figure(conv_filters(model, first))
-    except NotAvailable:
-        scale = max(1, 96 // (w.shape[-1] * 2))
-        tiles = [F.tile(f, scale, mode="symmetric") for f in w]
-        img = F.grid(tiles, ncols=min(16, len(tiles)), labels=[str(i) for i in range(len(tiles))], label_size=9)
-    ctx.figure(out, "first", img, f"The {w.shape[0]} filters of {first} ({w.shape[2]}x{w.shape[3]}, RGB), "
-               "each scaled on its own; they pick up oriented edges and colour blobs.", pixel=True)
-    norms = w.flatten(1).norm(dim=1)
-    out.numbers.update({"filters": int(w.shape[0]), "kernel": f"{w.shape[2]}x{w.shape[3]}x{w.shape[1]}",
-                        "mean filter L2 norm": float(norms.mean()),
-                        "near-zero filters (norm < 1% of max)": int((norms < 0.01 * norms.max()).sum())})
-    # the next convolution: one grayscale tile per (output, input) kernel, or per channel if depthwise
-    convs = [i.name for i in model.layers if isinstance(model.layers.modules[i.name], torch.nn.Conv2d)]
-    nxt = next((n for n in convs[1:] if model.layers.modules[n].kernel_size[0] > 1), None)
+    from ..read import conv_filters, render
+
+    f = conv_filters(ctx.model)
+    w = f.weight
+    ctx.figure(out, "first", render.filters_figure(f), pixel=True,
+               caption=f"The {w.shape[0]} filters of {f.layer} ({w.shape[2]}x{w.shape[3]}, RGB), each scaled on its "
+               "own: oriented edges and colour blobs when the network is trained, noise when it is not.")
+    convs = [i.name for i in ctx.model.layers if isinstance(ctx.model.layers.modules[i.name], torch.nn.Conv2d)]
+    nxt = next((n for n in convs[1:] if ctx.model.layers.modules[n].kernel_size[0] > 1), None)
     if nxt is not None:
-        m = model.layers.modules[nxt]
-        w2 = m.weight.detach().float().cpu()
-        kk = w2.shape[-1]
-        if m.groups == m.in_channels and m.groups > 1:
-            tiles = [F.tile(f[0], max(1, 48 // kk), mode="symmetric") for f in w2[:64]]
-            label = f"{nxt} is depthwise: one {kk}x{kk} kernel per channel ({min(64, w2.shape[0])} shown)"
-        else:
-            o, i = min(16, w2.shape[0]), min(16, w2.shape[1])
-            tiles = [F.tile(w2[a, b], max(1, 36 // kk), mode="symmetric") for a in range(o) for b in range(i)]
-            label = f"{nxt}: {o} output x {i} input kernels of {kk}x{kk}, grayscale"
-        ctx.figure(out, "second", F.grid(tiles, ncols=16, pad=2), label, pixel=True)
-        out.params["second layer"] = nxt
+        f2 = conv_filters(ctx.model, nxt)
+        ctx.figure(out, "second", render.filters_figure(f2, max_out=16, max_in=16), pixel=True,
+                   caption=f"{nxt} ({f2.kind}): kernels over feature maps, grayscale, far harder to read.")
+    norms = w.flatten(1).norm(dim=1)
+    out.params.update({"layer": f.layer, "second layer": nxt, "scaling": "per filter"})
+    out.numbers.update({"filters": int(w.shape[0]), "mean filter L2 norm": float(norms.mean()),
+                        "near-zero filters (norm < 1% of max)": int((norms < 0.01 * norms.max()).sum())})
+
+
+def _sec_neighbors(ctx: TourContext, out: SectionOutput) -> None:
+    from ..read import embed, feature_layer, grid_assignment, neighbors
+    from ..read.render import embedding_grid, embedding_scatter, neighbors_figure
+
+    files, src, layer = ctx.dataset_files(), ctx.cache["sources"], feature_layer(ctx.model)
+    queries = ctx.query_files(ctx.q(4, 6))
+    res = neighbors(ctx.model, files, queries, layer=layer, k=ctx.q(6, 8), cache_dir=ctx.work / "cache",
+                    progress=False)
+    ctx.figure(out, "neighbors", neighbors_figure(res, size=ctx.q(88, 96), names={f.name: src[f.name] for f in files},
+                                                  max_queries=len(queries)), photo=True,
+               caption="Each row: a query, its nearest images by L2 distance of the CNN code, then by L2 distance "
+               "of the pixels. " + ctx.dataset_note())
+    codes, feat_files = ctx.codes(layer)
+    emb = embed(codes, "tsne", seed=ctx.seed, perplexity=float(min(30.0, max(2.0, (len(codes) - 1) / 3.5))),
+                pca_dims=min(50, len(codes) - 1))
+    labels = [ctx.group(f) for f in feat_files]
+    ctx.figure(out, "tsne", embedding_scatter(emb, labels), caption="t-SNE of the CNN codes, coloured by "
+               + ("label." if ctx.cache.get("labels") else "source photo." if ctx.dataset is None else "file."))
+    cells, side = grid_assignment(emb.xy)
+    ctx.figure(out, "tsne-grid", embedding_grid(feat_files, cells, side, cell_px=ctx.q(48, 56)), photo=True,
+               caption=f"The same layout snapped one-to-one onto a {side} x {side} grid of the images.")
+    same = np.array([[ctx.group(res.files[j]) == ctx.group(q) for j in row] for q, row in zip(res.queries,
+                                                                                            res.feature_index)])
+    pix = np.array([[ctx.group(res.files[j]) == ctx.group(q) for j in row] for q, row in zip(res.queries,
+                                                                                           res.pixel_index)])
+    what = "label" if ctx.cache.get("labels") else "photo"
+    out.params.update({"layer": layer, "database images": len(files), "queries": len(queries),
+                       "embedding": "t-SNE (openTSNE)"})
+    out.numbers.update({f"feature neighbours of the same {what}": float(same.mean()),
+                        f"pixel neighbours of the same {what}": float(pix.mean()),
+                        "trustworthiness (10 neighbours)": emb.trustworthiness})
+
+
+def _sec_pca(ctx: TourContext, out: SectionOutput) -> None:
+    from ..read import embed, feature_layer
+    from ..read.render import embedding_scatter
+
+    layer = feature_layer(ctx.model)
+    codes, feat_files = ctx.codes(layer)
+    emb = embed(codes, "pca", seed=ctx.seed)
+    ctx.figure(out, "pca", embedding_scatter(emb, [ctx.group(f) for f in feat_files]),
+               caption="The first two principal components of the same codes: a linear view that keeps the large "
+               "distances, where t-SNE keeps the small ones.")
+    c = codes - codes.mean(0)
+    var = np.linalg.svd(c, compute_uv=False) ** 2
+    out.params.update({"layer": layer, "images": len(codes)})
+    out.numbers.update({"variance explained by 2 components": float(var[:2].sum() / var.sum()),
+                        "trustworthiness (10 neighbours)": emb.trustworthiness})
 
 
 def _sec_activations(ctx: TourContext, out: SectionOutput) -> None:
-    from ..read import activation_maps, top_patches
-    from ..read.render import activations_figure, top_patches_figure
+    from ..read import activation_maps, guided_patches, top_patches
+    from ..read.render import activations_figure, to_rgb, top_patches_figure
 
     layer = ctx.patch_layer()
     acts = activation_maps(ctx.model, ctx.pixels(), layer)
-    maps = acts.maps.float()
     limit = ctx.q(64, 128)
     ctx.figure(out, "grid", activations_figure(acts, max_channels=limit, tile_px=48), photo=True,
-               caption=f"Every channel of {layer} on {ctx.main_name} ({min(limit, len(maps))} of {len(maps)} shown), "
+               caption=f"Channels of {layer} on {ctx.main_name} ({min(limit, acts.channels)} of {acts.channels}), "
                "each scaled to its own range; a red frame marks a channel that is zero everywhere on this image.")
-    dead = int(sum(bool((m <= 0).all()) for m in maps))
-    out.params.update({"layer": layer, "image": ctx.main_name, "shape": " x ".join(map(str, maps.shape))})
-    out.numbers.update({"channels": len(maps), "all-zero channels on this image": dead,
-                        "mean activation": float(maps.mean()), "max activation": float(maps.max()),
-                        "fraction of positive units": float((maps > 0).float().mean())})
-    files = ctx.dataset_files()
-    channels = list(range(min(len(maps), ctx.q(6, 12))))
-    k = ctx.q(6, 9)
+    files, k = ctx.dataset_files(), ctx.q(6, 9)
+    channels = list(range(min(acts.channels, ctx.q(6, 12))))
     tp = top_patches(ctx.model, files, layer, channels=channels, k=k, progress=False)
-    guided = _guided_rows(ctx.model, tp)
-    fig = top_patches_figure(tp, patch_px=ctx.q(48, 64), guided=guided)
-    ctx.figure(out, "top-patches", fig, photo=True,
-               caption=f"For channels {channels[0]}-{channels[-1]} of {layer}: the {k} patches of the {len(files)} "
-               "images that excite each channel most, cropped to the unit's receptive field, with their "
-               "guided-backprop images.")
-    out.params.update({"top-k images": len(files), "k": k})
-    out.numbers["strongest top-1 activation"] = float(max(p[0].value for p in tp.patches if p))
+    guided = [[to_rgb(t) for t in row] for row in guided_patches(ctx.model, tp)]
+    ctx.figure(out, "top-patches", top_patches_figure(tp, patch_px=ctx.q(48, 64), guided=guided), photo=True,
+               caption=f"Channels {channels[0]}-{channels[-1]} of {layer}: the {k} patches of the {len(files)} "
+               "images that excite each most, with their guided-backprop images. " + ctx.dataset_note())
+    out.params.update({"layer": layer, "image": ctx.main_name, "images": len(files), "k": k})
+    out.numbers.update({"channels": acts.channels, "all-zero channels on this image": int(np.sum(acts.dead)),
+                        "strongest top-1 activation": float(max(p[0].value for p in tp.patches if p))})
 
 
-def _guided_rows(model: Model, tp: Any, *, chunk: int = 16) -> list[list[Image.Image]]:
-    """Guided-backprop crops of every top patch, computed in batches of units (see ``microscope.guided_units``)."""
-    from .microscope import display_gradient, guided_units
+def _sec_dead(ctx: TourContext, out: SectionOutput) -> None:
+    from ..read import DeadUnits, dead_unit_layers, scan
+    from ..read.render import dead_units_figure
 
-    flat = [(i, j, c, p) for i, (c, row) in enumerate(zip(tp.channels, tp.patches)) for j, p in enumerate(row)]
-    out: list[list[Image.Image]] = [[None] * len(row) for row in tp.patches]  # type: ignore[list-item]
-    pixels: dict[Path, torch.Tensor] = {}
-    for start in range(0, len(flat), chunk):
-        part = flat[start:start + chunk]
-        for *_, p in part:
-            if p.file not in pixels:
-                pixels[p.file] = model.preprocess.to_tensor(p.file)
-        x = torch.stack([pixels[p.file] for *_, p in part]).to(model.device)
-        g = guided_units(model, tp.layer, x, [c for _, _, c, _ in part], [p.y for *_, p in part],
-                         [p.x for *_, p in part])
-        for n, (i, j, _, p) in enumerate(part):
-            x0, y0, x1, y1 = p.box
-            out[i][j] = F.to_rgb(display_gradient(g[n, :, y0:y1, x0:x1].cpu()))
-    return out
+    names = dead_unit_layers(ctx.model)
+    files = ctx.dataset_files()
+    dead = scan(ctx.model, files, [DeadUnits(names)], progress=False)["dead"]
+    ctx.figure(out, "dead", dead_units_figure(dead),
+               caption=f"Per rectifier layer, the share of channels that never fire on any of the {len(files)} "
+               "images (dead units); a few photos can only find an upper bound.")
+    out.tables.append(Table(["layer", "channels", "dead", "fraction"],
+                            [[n, d.channels, len(d.dead), f"{d.fraction:.1%}"] for n, d in dead.items()][:40]))
+    out.params.update({"layers": len(names), "images": len(files)})
+    out.numbers["dead channels in all"] = int(sum(len(d.dead) for d in dead.values()))
 
 
-# --------------------------------------------------------------------------------------------------------------
-# technique sections (each calls the library's public function; absent ones report "not available")
-# --------------------------------------------------------------------------------------------------------------
+def _sec_erf(ctx: TourContext, out: SectionOutput) -> None:
+    from ..read import empirical_receptive_field, top_patches
+    from ..read.render import receptive_field_figure
+
+    layer = ctx.patch_layer()
+    tp = top_patches(ctx.model, ctx.dataset_files(), layer, channels=[0], k=ctx.q(3, 8), progress=False)
+    x = torch.stack([ctx.model.preprocess.to_tensor(p.file) for p in tp.patches[0]])
+    erf = empirical_receptive_field(ctx.model, x, layer, 0, units=[(p.y, p.x) for p in tp.patches[0]],
+                                    occluder=11, stride=ctx.q(max(4, int(tp.rf_size[0]) // 12), None), seed=ctx.seed)
+    ctx.figure(out, "erf", receptive_field_figure(erf, x), photo=True,
+               caption=f"Channel 0 of {layer}: where a random occluder changes the unit (Zhou et al. 2015), on its "
+               f"top images; the box is the theoretical receptive field ({erf.theoretical:.0f} px).")
+    out.params.update({"layer": layer, "channel": 0, "images": len(x), "occluder": erf.occluder,
+                       "stride": erf.stride})
+    out.numbers.update({"theoretical side (px)": erf.theoretical, "empirical side (px)": erf.empirical})
+
+
 def _sec_correspond(ctx: TourContext, out: SectionOutput) -> None:
     from ..read.correspond import correspondence_layers, warp_study
     from ..show.correspond import pck_figure, warp_example_figure
 
-    files = ctx.dataset_files()
-    if ctx.dataset is None:  # the original photos, not their crops
-        files = [f for f in files if f.stem.endswith("_0")]
-    photos = files[: ctx.q(1, 6)]
     kinds = ctx.q(("affine", "flip"), ("affine", "perspective", "scale-crop", "flip"))
-    layers = correspondence_layers(ctx.model)
-    st = warp_study(ctx.model, photos, layers=layers, warps=kinds, points=ctx.q(8, 10), seed=ctx.seed,
-                    progress=False)
+    st = warp_study(ctx.model, ctx.originals()[: ctx.q(1, 6)], layers=correspondence_layers(ctx.model), warps=kinds,
+                    points=ctx.q(8, 10), seed=ctx.seed, progress=False)
     goal = st.goal(0.05)
     ctx.figure(out, "pck", pck_figure(st, alphas=ctx.q((0.05,), None)),
-               caption=f"PCK per warp on {len(st.photos)} photo(s): each layer (shallow to deep), SIFT (orange) and "
-               "raw pixel patches (grey), on the same query points; +photo adds a colour, contrast and noise "
-               "change to the same geometry.")
+               caption=f"PCK per warp on {len(st.photos)} photo(s): each layer (shallow to deep), SIFT and raw pixel "
+               "patches on the same query points; +photo adds a colour, contrast and noise change.")
     warp = next((w for w in st.warps if w.endswith("+photo")), st.warps[0])
     ctx.figure(out, "example", warp_example_figure(st, warp, [goal["best_layer"], "sift", "pixels"], px=ctx.q(200, 260)),
-               photo=True, caption=f"Matches from the photo into its {warp} copy: green within 0.05 x side of the "
-               "true position, red otherwise.")
+               photo=True, caption=f"Matches into the {warp} copy: green within 0.05 x side of the truth, red not.")
     out.tables.append(Table(["warp", *st.methods], [[r[0], *[f"{v:.2f}" for v in r[1:]]] for r in st.table(0.05)],
                             "PCK@0.05 (convlens correspond DATASET --warps for the full study)"))
-    out.tables.append(Table(["method", "receptive field (px)", "stride", "median error of correct matches (px)"],
-                            [[r["method"], f"{r['rf_size']:g}", f"{r['stride']:g}",
-                              f"{r['median_error_inliers']:.1f}"] for r in st.localisation()]))
-    out.params.update({"layers": ", ".join(layers), "warps": ", ".join(st.warps), "photos": len(st.photos),
-                       "query points": len(st.example["query"])})
+    out.params.update({"warps": ", ".join(st.warps), "photos": len(st.photos)})
     out.numbers.update({"best layer (PCK@0.05)": goal["best_layer"],
-                        "best layer beats pixels on every warp": goal.get("beats_pixels_on_every_warp"),
-                        "best layer beats SIFT on the photometric warps": goal.get("beats_sift_on_photometric_warps"),
-                        "seconds": st.seconds})
+                        "beats pixels on every warp": goal.get("beats_pixels_on_every_warp"),
+                        "beats SIFT on the photometric warps": goal.get("beats_sift_on_photometric_warps")})
 
 
 def _sec_directions(ctx: TourContext, out: SectionOutput) -> None:
@@ -401,24 +543,14 @@ def _sec_directions(ctx: TourContext, out: SectionOutput) -> None:
     from ..read.directions import units_vs_directions
     from ..show.correspond import directions_figure
 
-    files = ctx.dataset_files()
-    layer = ctx.patch_layer()
-    count, k = ctx.q(3, 6), ctx.q(6, 9)
-    st = units_vs_directions(ctx.model, files, [layer], count=count, k=k, seed=ctx.seed, progress=False,
-                             draws=ctx.q(300, 2000))
-    dt = st.layers[layer]
-    tp = crop_patches(ctx.model, dt.top)
+    files, layer, count, k = ctx.dataset_files(), ctx.patch_layer(), ctx.q(3, 6), ctx.q(6, 9)
+    dt = units_vs_directions(ctx.model, files, [layer], count=count, k=k, seed=ctx.seed, progress=False,
+                             draws=ctx.q(300, 2000)).layers[layer]
     names = {f.name: ctx.cache["sources"].get(f.name, f.stem) for f in files}
-    ctx.figure(out, "directions", directions_figure(dt, tp, px=ctx.q(44, 56), names=names), photo=True,
-               caption=f"Top {k} patches of {len(files)} images along {count} single units, {count} random unit "
-               f"directions and the {count} leading principal directions of {layer}, all from one scan.")
+    ctx.figure(out, "directions", directions_figure(dt, crop_patches(ctx.model, dt.top), px=ctx.q(44, 56), names=names),
+               photo=True, caption=f"Top {k} patches along {count} single units, {count} random directions and the "
+               f"{count} leading principal directions of {layer}, from one scan of {len(files)} images.")
     if dt.coherence is not None:
-        out.tables.append(Table(["kind", "directions", "same-class pairs", "same or neighbouring class",
-                                 "classifier-space similarity"],
-                                [[r[1], r[2], f"{r[3]:.3f}", f"{r[5]:.3f}", f"{r[7]:.3f} +- {r[8]:.3f}"]
-                                 for r in st.table()],
-                                f"class coherence of the top {k} images ({dt.coherence.source}); chance = random "
-                                f"{k}-image subsets"))
         for kind in ("unit", "random", "pca"):
             out.numbers[f"{kind} classifier-space similarity"] = dt.coherence.summary(
                 dt.directions.rows(kind))["similarity"]
@@ -426,265 +558,199 @@ def _sec_directions(ctx: TourContext, out: SectionOutput) -> None:
     out.params.update({"layer": layer, "images": len(files), "directions per kind": count, "k": k})
 
 
-def _sec_neighbors(ctx: TourContext, out: SectionOutput) -> None:
-    from ..read import PooledFeatures, embed, feature_layer, grid_assignment, neighbors, scan
-    from ..read.render import embedding_grid, embedding_scatter, neighbors_figure
+def _explain(ctx: TourContext, out: SectionOutput, methods: Sequence[tuple[str, dict[str, Any]]], *,
+             photos: Sequence[str] | None = None, key: str = "maps", caption: str = "") -> None:
+    """``saliency`` (the CLI's recipe) for each method and photo, drawn by the CLI's ``saliency_figure``."""
+    from ..attribute import saliency
+    from ..attribute.cam import guided_grad_cam
+    from ..attribute.gradients import guided_backprop
+    from .attribution import saliency_figure
 
-    files = ctx.dataset_files()
-    sources = ctx.cache["sources"]
-    if ctx.dataset is None:  # the originals of a few photos as queries
-        want = ["chelsea", "rocket", "coffee", "astronaut", "coins", "brick"][: ctx.q(3, 6)]
-        queries = [f for f in files if sources[f.name] in want and f.stem.endswith("_0")]
-    else:
-        queries = files[:: max(1, len(files) // ctx.q(3, 6))][: ctx.q(3, 6)]
-    k = ctx.q(6, 8)
-    layer = feature_layer(ctx.model)
-    res = neighbors(ctx.model, files, queries, layer=layer, k=k, cache_dir=ctx.work / "cache", progress=False)
-    names = {f.name: sources[f.name] for f in files}
-    ctx.figure(out, "neighbors", neighbors_figure(res, size=ctx.q(80, 96), names=names), photo=True,
-               caption="Each row: a query, its nearest images by L2 distance of the CNN code, then its nearest "
-               "by L2 distance of the pixels.")
-    out.params.update({"layer": layer, "k": k, "database images": len(files), "queries": len(queries)})
-    src = np.array([sources[f.name] for f in res.files])
-    qsrc = np.array([sources[Path(q).name] for q in res.queries])
-    what = "same photo" if ctx.dataset is None else "same label" if ctx.cache.get("labels") else None
-    if what == "same label":
-        labs = ctx.cache["labels"]
-        src = np.array([labs.get(f.name) for f in res.files])
-        qsrc = np.array([labs.get(Path(q).name) for q in res.queries])
-    if what:
-        out.numbers[f"feature neighbours from the {what}"] = float((src[res.feature_index] == qsrc[:, None]).mean())
-        out.numbers[f"pixel neighbours from the {what}"] = float((src[res.pixel_index] == qsrc[:, None]).mean())
-    out.numbers["mean feature distance to the 1st neighbour"] = float(res.feature_distance[:, 0].mean())
-    # t-SNE of the same codes (the feature cache is reused, so this scan costs no forward pass)
-    feats = scan(ctx.model, files, [PooledFeatures(layer)], cache_dir=ctx.work / "cache", progress=False)["features"]
-    codes = np.asarray(feats[layer])
-    perplexity = float(min(30.0, max(2.0, (len(codes) - 1) / 3.5)))
-    emb = embed(codes, "tsne", seed=ctx.seed, perplexity=perplexity, pca_dims=min(50, len(codes) - 1))
-    labels = [sources[Path(f).name] for f in feats.files] if ctx.dataset is None else (
-        [ctx.cache["labels"].get(Path(f).name) for f in feats.files] if ctx.cache.get("labels") else None)
-    ctx.figure(out, "tsne", embedding_scatter(emb, labels), caption="t-SNE of the CNN codes"
-               + (", coloured by source photo" if ctx.dataset is None else "") + ".")
-    cells, side = grid_assignment(emb.xy)
-    ctx.figure(out, "tsne-grid", embedding_grid(feats.files, cells, side, cell_px=ctx.q(40, 56)), photo=True,
-               caption=f"The same layout snapped one-to-one onto a {side} x {side} grid of the images.")
-    out.params.update({"embedding": "t-SNE (openTSNE)", "perplexity": perplexity})
-    out.numbers.update({"trustworthiness (10 neighbours)": emb.trustworthiness, "t-SNE seconds": emb.seconds})
-
-
-def _attribution_tile(m: torch.Tensor, kind: str) -> Image.Image:
-    """A saliency map ``3xHxW`` or ``HxW`` as a picture: magnitude (``abs``) or signed RGB around grey (``rgb``)."""
-    m = m.detach().float().cpu()
-    if kind == "abs":
-        mag = m.abs().amax(0) if m.dim() == 3 else m.abs()
-        hi = torch.quantile(mag.flatten(), 0.99).clamp_min(1e-12)
-        return F.colorize(mag, "inferno", mode="minmax", vmin=0.0, vmax=float(hi))
-    g = m - m.mean(dim=(-2, -1), keepdim=True)  # per colour channel, so no channel tints the picture
-    s = g.std().clamp_min(1e-12)
-    return F.to_rgb((0.5 + 0.15 * g / s).clamp(0, 1))
+    raw_of = {"guided": guided_backprop, "guided_gradcam": guided_grad_cam}
+    rows = []
+    for name in photos or [ctx.main_name]:
+        x, p = ctx.pixels(name), ctx.predictions()[name][0]
+        panels = [(m, saliency(ctx.model, x, m, p.index, **kw)[0], raw_of[m](ctx.model, x, p.index)[0]
+                   if m in raw_of else None) for m, kw in methods]
+        rows.append(saliency_figure(x[0], panels, title_text=f"{name}: {p.label} p={p.prob:.2f} ({ctx.verdict(name)})"))
+        out.numbers[f"{name}: p({p.label})"] = p.prob
+    ctx.figure(out, key, F.stack(rows), photo=True, caption=caption)
 
 
 def _sec_occlusion(ctx: TourContext, out: SectionOutput) -> None:
-    occlusion = _need("attribute.occlusion", "occlusion")
     window, stride = ctx.q(48, 32), ctx.q(16, 8)
-    panels = []
-    for name in dict.fromkeys([ctx.main_name, "rocket" if "rocket" in ctx.photos else list(ctx.photos)[-1]]):
-        x = ctx.pixels(name)
-        pred = ctx.model.predict(x, top=1)[0][0]
-        heat = occlusion(ctx.model, x, pred.index, window=window, stride=stride)[0]
-        panels.append((F.to_rgb(x[0]), f"{name}"))
-        panels.append((F.heatmap_overlay(x[0], heat.clamp_min(0), alpha=0.55),
-                       f"p({pred.label}) = {pred.prob:.2f}; red: largest drop"))
-        out.numbers[f"{name}: p({pred.label})"] = pred.prob
-        out.numbers[f"{name}: largest drop"] = float(heat.max())
-    ctx.figure(out, "maps", F.side_by_side(panels, caption_size=11), photo=True,
-               caption="Warm colours: occluding that region lowers the probability of the predicted class most.")
-    out.params.update({"window": window, "stride": stride, "fill": "zero", "score": "probability"})
+    _explain(ctx, out, [("occlusion", {"window": window, "stride": stride})], photos=ctx.pair(),
+             caption="Warm colours: occluding that region lowers the probability of the predicted class most.")
+    out.params.update({"window": window, "stride": stride, "score": "probability"})
 
 
 def _sec_saliency(ctx: TourContext, out: SectionOutput) -> None:
-    vanilla, guided, deconv, smooth, ig = _need("attribute.gradients", "vanilla_gradient", "guided_backprop",
-                                                "deconvnet", "smoothgrad", "integrated_gradients")
-    x = ctx.pixels()
-    pred = ctx.model.predict(x, top=1)[0][0]
-    t = pred.index
     samples, steps = ctx.q(8, 25), ctx.q(16, 50)
-    maps = [("gradient", vanilla(ctx.model, x, t)[0], "abs"), ("DeconvNet", deconv(ctx.model, x, t)[0], "rgb"),
-            ("guided backprop", guided(ctx.model, x, t)[0], "rgb"),
-            (f"SmoothGrad ({samples})", smooth(ctx.model, x, t, samples=samples, generator=ctx.generator())[0], "abs"),
-            (f"integrated gradients ({steps})", ig(ctx.model, x, t, steps=steps)[0], "abs")]
-    panels = [(F.to_rgb(x[0]), f"{pred.label} {pred.prob:.2f}")]
-    panels += [(_attribution_tile(m, kind), name) for name, m, kind in maps]
-    try:
-        grad_cam, guided_grad_cam = _need("attribute.cam", "grad_cam", "guided_grad_cam")
-        cam = grad_cam(ctx.model, x, t)[0]
-        panels.append((F.heatmap_overlay(x[0], cam, alpha=0.5), "Grad-CAM"))
-        panels.append((_attribution_tile(guided_grad_cam(ctx.model, x, t)[0], "rgb"), "guided Grad-CAM"))
-    except NotAvailable:
-        pass
-    half = (len(panels) + 1) // 2
-    fig = F.stack([F.side_by_side(panels[:half], caption_size=11), F.side_by_side(panels[half:], caption_size=11)])
-    ctx.figure(out, "maps", fig, photo=True, caption=f"Why {ctx.model.name} says '{pred.label}': each method's "
-               "map for that class on the same photo.")
-    out.params.update({"image": ctx.main_name, "target": f"{pred.label} ({t})", "SmoothGrad samples": samples,
-                       "IG steps": steps})
-    g = maps[0][1].abs().amax(0)
-    h = g.shape[0]
-    centre = g[h // 4: 3 * h // 4, h // 4: 3 * h // 4].sum() / g.sum()
-    out.numbers.update({f"p({pred.label})": pred.prob, "gradient mass in the central half": float(centre)})
+    _explain(ctx, out, [("gradient", {}), ("deconvnet", {}), ("guided", {}),
+                        ("smoothgrad", {"samples": samples, "generator": ctx.generator()}),
+                        ("integrated", {"steps": steps}), ("gradcam", {}), ("guided_gradcam", {})],
+             caption=f"Why {ctx.model.name} says what it says: each method's map for the predicted class.")
+    out.params.update({"image": ctx.main_name, "SmoothGrad samples": samples, "IG steps": steps})
 
 
 def _sec_grabcut(ctx: TourContext, out: SectionOutput) -> None:
-    grabcut = _need("attribute.segment", "grabcut")
-    saliency = _need("attribute.methods", "saliency")
-    panels = []
-    for name in dict.fromkeys([ctx.main_name, "rocket" if "rocket" in ctx.photos else list(ctx.photos)[-1]]):
-        x = ctx.pixels(name)
-        pred = ctx.model.predict(x, top=1)[0][0]
-        m = saliency(ctx.model, x, "gradcam", pred.index)
+    from ..attribute import grabcut, saliency
+    from .attribution import mask_figure
+
+    rows = []
+    for name in ctx.pair():
+        x, p = ctx.pixels(name), ctx.predictions()[name][0]
+        m = saliency(ctx.model, x, "gradcam", p.index)
         seg = grabcut(x, m)
-        panels += [(F.heatmap_overlay(x[0], m[0], alpha=0.5), f"{name}: Grad-CAM for {pred.label}"),
-                   (F.to_rgb(seg.cutout(x)[0]), f"GrabCut: {float(seg.area[0]):.0%} of the image")]
+        rows.append(mask_figure(x[0], m[0], seg.masks[0].numpy(), title_text=f"{name}: {p.label}"))
         out.numbers[f"{name}: mask area"] = float(seg.area[0])
-    ctx.figure(out, "masks", F.side_by_side(panels, caption_size=11), photo=True,
-               caption="Grad-CAM's map seeds GrabCut (sure foreground above its 95th percentile, sure background "
-               "below its 30th); GrabCut's colour models draw the outline.")
-    out.params.update({"seed map": "Grad-CAM", "foreground quantile": 0.95, "background quantile": 0.3,
-                       "iterations": 5})
+    ctx.figure(out, "masks", F.stack(rows), photo=True, caption="Grad-CAM seeds GrabCut (sure foreground above its "
+               "95th percentile, sure background below its 30th); GrabCut's colour models draw the outline.")
+    out.params.update({"seed map": "Grad-CAM", "foreground quantile": 0.95, "background quantile": 0.3})
 
 
 def _sec_slice(ctx: TourContext, out: SectionOutput) -> None:
-    slice_accuracy = _need("study.slicing", "slice_accuracy")
     from ..read.dataset import Dataset
+    from ..study import slice_accuracy
     from .study import attribute_figure, corruption_figure
 
     files = ctx.dataset_files()
     files = [files[i] for i in np.linspace(0, len(files) - 1, min(len(files), ctx.q(24, 160))).round().astype(int)]
     known = ctx.cache.get("labels") or {}
-    ds, what = None, "true labels"
-    if files and all(known.get(f.name) is not None for f in files):
-        ds = Dataset(files, [known[f.name] for f in files])
-        try:
-            from ..study.slicing import resolve_labels
-            resolve_labels(ctx.model, ds)
-        except UserError:
-            ds = None
-    if ds is None:  # no usable labels: score against the network's own answer on the clean photo
-        preds = []
-        for i in range(0, len(files), 16):
-            with torch.no_grad():
-                preds += ctx.model(ctx.model.load(files[i:i + 16])).argmax(-1).tolist()
-        ds, what = Dataset(files, preds), "the network's own answer on the clean photo (these photos have no labels)"
-    labelled = what == "true labels"
-    attrs = (["brightness", "contrast", "sharpness", "colourfulness"] + ([] if ctx.quick else ["object_scale"])
-             if labelled else [])  # against its own answers every bin would be 100%: nothing to see
-    corr = ["gaussian_noise", "gaussian_blur", "contrast", "occlusion"] if ctx.quick else None
-    r = slice_accuracy(ctx.model, ds, attributes=attrs, bins=3, corruptions=corr or "default",
-                       severities=(1, 3, 5) if ctx.quick else (1, 2, 3, 4, 5), corruption_limit=ctx.q(16, 80),
+    labelled = bool(files) and all(known.get(f.name) is not None for f in files)
+    ds = Dataset(files, [known[f.name] for f in files] if labelled else ctx.own_answers(files))
+    attrs = ["brightness", "contrast", "sharpness", "colourfulness"] if labelled else []
+    r = slice_accuracy(ctx.model, ds, attributes=attrs, bins=3,
+                       corruptions=["gaussian_noise", "gaussian_blur", "contrast", "occlusion"] if ctx.quick else
+                       "default", severities=ctx.q((1, 3, 5), (1, 2, 3, 4, 5)), corruption_limit=ctx.q(16, 80),
                        seed=ctx.seed)
     if attrs:
         ctx.figure(out, "attributes", attribute_figure(r, columns=len(attrs)),
                    caption=f"Top-1 / top-5 accuracy per equal-count bin of each attribute on {len(files)} photos, "
-                   f"with 95% Wilson intervals.")
-    ctx.figure(out, "corruptions", corruption_figure(r),
-               caption=f"Accuracy against severity of ImageNet-C corruptions (and convlens' occlusion) on "
-               f"{r.corruption_n} photos, scored against {what}; severity 0 is the clean photo. Attributes need a "
-               f"labelled folder (--images with a LABELS.csv)." if not labelled else
-               f"Accuracy against severity of ImageNet-C corruptions (and convlens' occlusion) on "
-               f"{r.corruption_n} photos; severity 0 is the clean photo.")
-    out.params.update({"images": len(files), "labels": what, "attributes": attrs, "bins": 3,
-                       "corruptions": [c.name for c in r.corruptions], "severities": r.params["severities"]})
-    if labelled:
-        out.numbers["top-1"] = r.overall.top1
+                   "with 95% Wilson intervals.")
+    ctx.figure(out, "corruptions", corruption_figure(r), caption=f"Accuracy against corruption severity on "
+               f"{r.corruption_n} photos (0 = clean), scored against "
+               + ("their labels." if labelled else "the network's own answer on the clean photo: these photos have "
+                  "no labels, so accuracy by attribute needs --images DIR with a LABELS.csv."))
+    out.params.update({"images": len(files), "labelled": labelled, "corruptions": [c.name for c in r.corruptions]})
     for c in r.corruptions:
         out.numbers[f"top-1 at {c.name} severity {c.severities[-1]}"] = c.top1[-1]
-    out.numbers["seconds"] = r.seconds.get("total")
+
+
+def _sec_human(ctx: TourContext, out: SectionOutput) -> None:
+    preds = ctx.predictions(top=5)
+    rows = [[n, PHOTO_TRUTH.get(n, ("-",))[0] if ctx.dataset is None else "-", ctx.verdict(n),
+             ", ".join(f"{q.label} {q.prob:.2f}" for q in preds[n][:5])] for n in ctx.photos]
+    out.tables.append(Table(["photo", "what it shows", "network's top 1",
+                             "network's top 5 (what a person's five guesses are scored against)"], rows))
+    folder = "DIR" if ctx.dataset is None else str(ctx.dataset[0].parent)
+    out.params.update({"start the study": f"convlens human-study {folder} --model {ctx.model.name} "
+                                          f"--out study/  (then open http://127.0.0.1:8765)",
+                       "report": f"convlens human-study {folder} --model {ctx.model.name} --out study/ --report",
+                       "server": "not started by the tour; local only (127.0.0.1) unless --allow-remote"})
+    top5 = [v for n in ctx.photos if (v := ctx.verdict(n, top=5)) != "no class"]
+    out.numbers["photos"] = len(rows)
+    if top5:
+        out.numbers["network top-5 right (photos with a class)"] = float(np.mean([not v.startswith("WRONG")
+                                                                                  for v in top5]))
 
 
 def _sec_visualize(ctx: TourContext, out: SectionOutput) -> None:
-    visualize_class, visualize_unit = _need("synthesize.visualize", "visualize_class", "visualize_unit")
-    classes = [130, 9, 948, 574][: ctx.q(3, 4)] if ctx.model.num_classes >= 1000 else [0, 1, 2]
-    size, steps = ctx.q(128, 224), ctx.q(64, 192)
-    res = visualize_class(ctx.model, classes, preset="lucid", size=size, steps=steps, seed=ctx.seed)
-    images = res.images.detach().cpu()
-    q8 = (images * 255).round() / 255  # what a saved PNG holds
-    with torch.no_grad():
-        probs = ctx.model(ctx.model.preprocess.resize_tensor(q8.to(ctx.model.device))).softmax(-1).cpu()
-    panels = [(F.to_rgb(im), f"{ctx.model.label(c)}\np={probs[i, c]:.2f}") for i, (c, im) in enumerate(zip(classes, images))]
-    layer = ctx.pick_layer()
-    chans = list(range(ctx.q(4, 8)))
+    from ..synthesize.visualize import visualize_class, visualize_unit
+
+    classes = ctx.classes(ctx.q(3, 4))
+    res = visualize_class(ctx.model, classes, preset="lucid", size=ctx.q(128, 224), steps=ctx.q(64, 192),
+                          seed=ctx.seed)
+    probs = ctx.probs_of_png(res.images)
+    layer, chans = ctx.pick_layer(), list(range(ctx.q(4, 8)))
     ures = visualize_unit(ctx.model, layer, chans, size=ctx.q(96, 160), steps=ctx.q(48, 128), seed=ctx.seed)
+    panels = [(F.to_rgb(im), f"{ctx.model.label(c)[:20]}\np={probs[i, c]:.2f}") for i, (c, im) in
+              enumerate(zip(classes, res.images.detach().cpu()))]
     panels += [(F.to_rgb(im), f"{layer} ch {c}") for c, im in zip(chans, ures.images.detach().cpu())]
     ctx.figure(out, "classes", F.side_by_side(panels, caption_size=11), photo=True,
-               caption="Left: images optimised to raise one class score (Fourier parametrisation with random "
-               "shift, scale and rotation); right: images that excite single channels of a middle layer.")
-    out.params.update({"preset": "lucid", "size": size, "steps": steps, "unit layer": layer,
-                       "unit steps": ctx.q(48, 128)})
+               caption="Left: images optimised to raise the score of the classes the model gives the tour's photos "
+               "(Fourier parametrisation, random shift, scale and rotation), with the probability of the saved "
+               "PNG; right: images that excite single channels of a middle layer.")
+    out.params.update({"classes": ", ".join(ctx.model.label(c) for c in classes), "unit layer": layer})
     for i, c in enumerate(classes):
         out.numbers[f"p({ctx.model.label(c)}) of its own image"] = float(probs[i, c])
-    out.numbers["seconds per class image"] = res.seconds / len(classes)
+
+
+def _sec_multifaceted(ctx: TourContext, out: SectionOutput) -> None:
+    from ..synthesize.visualize import multifaceted
+
+    cls, members = ctx.largest_class()
+    k = min(ctx.q(3, 4), len(members))
+    res = multifaceted(ctx.model, cls, members, k=k, preset="lucid", size=ctx.q(112, 192), steps=ctx.q(48, 160),
+                       seed=ctx.seed)
+    probs = ctx.probs_of_png(res.result.images)
+    img = F.side_by_side([F.grid([F.to_rgb(s) for s in res.starts], ncols=k, labels=[f"mean of {n}" for n in res.sizes]),
+                          F.grid([F.to_rgb(im) for im in res.result.images], ncols=k,
+                                 labels=[f"facet {j}: p={probs[j, cls]:.2f}" for j in range(k)])])
+    ctx.figure(out, "facets", img, photo=True,
+               caption=f"'{ctx.model.label(cls)}', the class the model gives most of the {len(ctx.dataset_files())} "
+               f"images ({len(members)} of them): clustered into {k} groups, each group's mean image starts one "
+               "visualization (Nguyen et al. 2016). " + ctx.dataset_note())
+    out.params.update({"class": ctx.model.label(cls), "images of the class": len(members), "facets": k,
+                       "layer": res.layer})
+    out.numbers["cluster sizes"] = ", ".join(map(str, res.sizes))
 
 
 def _sec_dream(ctx: TourContext, out: SectionOutput) -> None:
-    dream, default_dream_layer = _need("synthesize.dream", "dream", "default_dream_layer")
-    kw = {"octaves": ctx.q(3, 4), "steps": ctx.q(8, 10), "max_side": ctx.q(256, 512)}
-    layer = default_dream_layer(ctx.model)
+    from ..synthesize.dream import default_dream_layer, dream
+
+    layer, kw = default_dream_layer(ctx.model), {"octaves": ctx.q(3, 4), "steps": ctx.q(8, 10),
+                                                 "max_side": ctx.q(256, 512)}
     res = dream(ctx.model, ctx.photos[ctx.main_name], layer=layer, seed=ctx.seed, **kw)
     img = res.images[0].detach().cpu()
-    photo = F.fit(ctx.photos[ctx.main_name], max(img.shape[1:]))
-    ctx.figure(out, "dream", F.side_by_side([(photo, "photo"), (F.to_rgb(img), f"DeepDream at {layer}")]),
+    ctx.figure(out, "dream", F.side_by_side([(F.fit(ctx.photos[ctx.main_name], max(img.shape[1:])), "photo"),
+                                             (F.to_rgb(img), f"DeepDream at {layer}")]),
                photo=True, caption="Patterns that the layer detects are amplified wherever they faintly appear.")
-    out.params.update({"layer": layer, **kw, "jitter": 32})
-    out.numbers.update({"steps": res.steps, "seconds": res.seconds,
-                        f"L2 norm objective at {layer} (end)": float(res.values.mean())})
+    out.params.update({"layer": layer, **kw})
+    out.numbers.update({"steps": res.steps, "seconds": res.seconds})
 
 
 def _sec_invert(ctx: TourContext, out: SectionOutput) -> None:
-    invert, default_invert_layers = _need("synthesize.invert", "invert", "default_invert_layers")
-    layers = default_invert_layers(ctx.model, 3) if ctx.quick else None
-    kw: dict[str, Any] = {"steps": ctx.q(80, 200)}
-    res = invert(ctx.model, ctx.pixels(), layers, **kw) if layers else invert(ctx.model, ctx.pixels(), **kw)
+    from ..synthesize.invert import default_invert_layers, invert
+
+    layers = default_invert_layers(ctx.model, ctx.q(3, 5))
+    res = invert(ctx.model, ctx.pixels(), layers, steps=ctx.q(80, 200))
     panels = [(F.to_rgb(res.photo[0] if res.photo.dim() == 4 else res.photo), "photo")]
     for name, im in res.images.items():
         panels.append((F.to_rgb(im[0] if im.dim() == 4 else im), f"from {name}\nerror {res.errors[name]:.3f}"))
         out.numbers[f"relative feature error at {name}"] = res.errors[name]
     ctx.figure(out, "layers", F.side_by_side(panels, caption_size=11), photo=True,
-               caption="Images reconstructed from the code of the photo at increasing depth.")
-    out.params.update({"layers": ", ".join(res.images), **kw, "tv": 0.5})
+               caption="Images reconstructed from the photo's code at increasing depth (Mahendran & Vedaldi 2015).")
+    out.params.update({"layers": ", ".join(res.images), "steps": ctx.q(80, 200)})
 
 
 def _sec_texture(ctx: TourContext, out: SectionOutput) -> None:
-    synthesize_texture = _need("synthesize.texture", "synthesize_texture")
-    from ..images import demo_images, to_pixels
+    from ..synthesize.texture import layer_sweep, synthesize_texture
 
-    name = "brick"
-    sample = to_pixels(demo_images([name])[name])[None]
-    side = ctx.q(128, 256)
-    steps = ctx.q(60, 300)
-    res = synthesize_texture(ctx.model, sample, size=(side * 2, side * 2), steps=steps, sample_size=side,
+    sample, side = ctx.texture_sample(), ctx.q(128, 256)
+    res = synthesize_texture(ctx.model, sample, size=(side * 2, side * 2), steps=ctx.q(60, 300), sample_size=side,
                              seed=ctx.seed)
-    ctx.figure(out, "brick", F.side_by_side([(F.fit(F.to_rgb(sample[0]), side), f"sample ({name})"),
+    ctx.figure(out, "brick", F.side_by_side([(F.fit(F.to_rgb(sample[0]), side), "sample (brick)"),
                                              (F.to_rgb(res.image[0]), f"synthesised {side * 2}x{side * 2}")]),
                photo=True, caption="A texture twice the sample's size, grown from noise by matching Gram matrices.")
-    out.params.update({"sample": name, "layers": ", ".join(res.layers), "steps": res.steps,
-                       "optimizer": "L-BFGS"})
-    out.numbers.update({"style loss": res.style_loss, "seconds": res.seconds})
-
-
-def _style_image(ctx: TourContext) -> tuple[str, torch.Tensor]:
-    from ..images import demo_images, to_pixels
-
-    if ctx.style is not None:
-        return Path(ctx.style).stem, to_pixels(load_image(ctx.style))[None]
-    name = "immunohistochemistry"
-    return name, to_pixels(demo_images([name])[name])[None]
+    small = ctx.q(96, 160)
+    sweep = layer_sweep(ctx.model, sample, size=(small, small), steps=ctx.q(30, 150), seed=ctx.seed,
+                        sample_size=small)
+    ctx.figure(out, "sweep", F.grid([F.fit(F.to_rgb(sample[0]), small)] + [F.to_rgb(r.image[0]) for r in sweep],
+                                    ncols=len(sweep) + 1, labels=["sample"] + [f"up to {r.layers[-1]}" for r in sweep],
+                                    label_size=11), photo=True,
+               caption="The layer sweep (Gatys et al. 2015, Fig. 2): the first layers alone give small structures; "
+               "as deeper layers join, larger and more regular ones appear.")
+    out.params.update({"layers": ", ".join(res.layers), "steps": res.steps, "sweep sets": len(sweep)})
+    out.numbers.update({"style loss": res.style_loss, **{f"sweep style loss up to {r.layers[-1]}": r.style_loss
+                                                         for r in sweep}})
 
 
 def _sec_style(ctx: TourContext, out: SectionOutput) -> None:
-    style_transfer = _need("synthesize.style", "style_transfer")
     from ..images import to_pixels
+    from ..synthesize.style import style_transfer
 
-    sname, style = _style_image(ctx)
+    sname, style = ctx.style_image()
     content = to_pixels(ctx.photos[ctx.main_name])[None]
     size, steps = ctx.q(160, 256), ctx.q(60, 300)
     res = style_transfer(ctx.model, content, [style], size=size, steps=steps, seed=ctx.seed)
@@ -692,150 +758,274 @@ def _sec_style(ctx: TourContext, out: SectionOutput) -> None:
     ctx.figure(out, "result", F.side_by_side([(F.fit(F.to_rgb(content[0]), size), "content"),
                                               (F.fit(F.to_rgb(style[0]), size), f"style: {sname}"),
                                               (F.to_rgb(res.image[0]), "result")], height=size), photo=True,
-               caption="The content photo repainted with the style image's Gram statistics (L-BFGS on the pixels).")
+               caption="The content photo repainted with the style image's Gram statistics (L-BFGS on the pixels). "
+               + ctx.style_note())
+    change = float((res.image.cpu() - F_interp(content, res.image)).abs().mean())
     out.params.update({"size": size, "steps": res.steps, "content layer": res.content_layer,
                        "style layers": ", ".join(res.style_layers), "style image": sname})
-    out.numbers.update({"content loss": res.content_loss, "style loss": res.style_loss, "seconds": res.seconds})
+    out.numbers.update({"content loss": res.content_loss, "style loss": res.style_loss,
+                        "mean pixel change from the photo": change, "seconds": res.seconds})
+
+
+def _sec_style_knobs(ctx: TourContext, out: SectionOutput) -> None:
+    from ..images import to_pixels
+    from ..synthesize.style import style_transfer
+
+    sname, style = ctx.style_image()
+    second = ctx.texture_sample()
+    content = to_pixels(ctx.photos[ctx.main_name])[None]
+    size, steps = ctx.q(128, 256), ctx.q(40, 200)
+    runs = [("style scale 0.5", {"styles": [style], "style_scale": 0.5}),
+            ("style scale 2", {"styles": [style], "style_scale": 2.0}),
+            (f"blend {sname} 0.5 + brick 0.5", {"styles": [style, second], "style_weights": [0.5, 0.5]}),
+            ("original colours", {"styles": [style], "original_colors": True})][: ctx.q(3, 4)]
+    panels = [(F.fit(F.to_rgb(content[0]), size), "content")]
+    for label, kw in runs:
+        r = style_transfer(ctx.model, content, size=size, steps=steps, seed=ctx.seed, **kw)
+        panels.append((F.to_rgb(r.image[0]), label))
+        out.numbers[f"{label}: style loss"] = r.style_loss
+    ctx.figure(out, "knobs", F.side_by_side(panels, height=size, caption_size=11), photo=True,
+               caption="The same optimisation with one knob changed: the style image's scale (bigger = larger "
+               "strokes), two styles blended by weight, and luminance-only transfer that keeps the photo's colours.")
+    out.params.update({"size": size, "steps": steps, "style": sname, "second style": "brick"})
 
 
 def _sec_fast_style(ctx: TourContext, out: SectionOutput) -> None:
-    load_fast_style, apply_fast_style, pretrained_path = _need(
-        "synthesize.fast_style", "load_fast_style", "apply_fast_style", "pretrained_path")
     from ..images import to_pixels
+    from ..synthesize.fast_style import apply_fast_style, load_fast_style, pretrained_path
 
     net, config, _, _ = load_fast_style(pretrained_path())
-    side = ctx.q(256, 512)
-    x = to_pixels(F.fit(ctx.photos[ctx.main_name], side))[None]
-    with torch.no_grad():
-        apply_fast_style(net, x[..., :64, :64])  # warm-up
-        t0 = time.perf_counter()
-        y = apply_fast_style(net, x)
-        secs = time.perf_counter() - t0
+    x = to_pixels(F.fit(ctx.photos[ctx.main_name], 512))[None]
+    apply_fast_style(net, x[..., :64, :64])  # warm-up
+    t0 = time.perf_counter()
+    y = apply_fast_style(net, x)
+    secs = time.perf_counter() - t0
     ctx.figure(out, "result", F.side_by_side([(F.to_rgb(x[0]), "photo"),
                                               (F.to_rgb(y[0]), f"one forward pass: {secs:.2f} s")]), photo=True,
-               caption="The network that ships with convlens, trained for Van Gogh's Starry Night on this model's "
-               "perceptual losses, applied to a photo.")
+               caption="The network that ships with convlens, trained for Van Gogh's Starry Night on the embedded "
+               "model's perceptual losses (whatever model this tour explains), applied to a photo at 512 px.")
     out.params.update({"network": pretrained_path().name, "styles": ", ".join(map(str, config.styles)),
-                       "image side": side})
+                       "image side": 512})
     out.numbers["seconds per image"] = secs
     if "style_seconds" in ctx.cache:
         out.numbers["speed-up over the optimisation above"] = ctx.cache["style_seconds"] / max(secs, 1e-6)
 
 
 def _sec_fooling(ctx: TourContext, out: SectionOutput) -> None:
-    fool = _need("adversarial.fooling", "fool")
+    from ..adversarial import fool
+    from .adversarial import fooling_figure
+
     x = ctx.pixels()
-    target = 105 if ctx.model.num_classes >= 1000 else 1  # koala
-    eps = 8 / 255
-    res = fool(ctx.model, x, target, eps=eps, max_steps=ctx.q(40, 100))
-    adv = res.adversarial.detach().cpu()
-    delta = adv[0] - x[0].cpu()
-    o, t = res.original[0], res.target[0]
-    panels = [(F.to_rgb(x[0]), f"{o.label} {o.prob:.2f}"),
-              (F.to_rgb((0.5 + 10 * delta).clamp(0, 1)), f"perturbation x10\nL-inf {float(res.linf[0]) * 255:.1f}/255"),
-              (F.to_rgb(adv[0]), f"{t.label} {t.prob:.2f}")]
-    ctx.figure(out, "koala", F.side_by_side(panels, caption_size=11), photo=True,
-               caption=f"The photo, the change (magnified ten times), and the changed photo the network now calls "
-               f"'{t.label}'.")
-    out.params.update({"target": f"{ctx.model.label(target)} ({target})", "eps": "8/255", "norm": "L-inf"})
+    o = ctx.predictions()[ctx.main_name][0]
+    target = next((c for c in ctx.classes(len(ctx.photos)) if c != o.index), (o.index + 1) % ctx.model.num_classes)
+    res = fool(ctx.model, x, target, eps=8 / 255, max_steps=ctx.q(40, 100))
+    t = res.target[0]
+    ctx.figure(out, "fooled", fooling_figure(x[0], res.adversarial[0], original_label=o.label, original_prob=o.prob,
+                                             target_label=t.label, target_prob=t.prob, linf=float(res.linf[0]),
+                                             l2=float(res.l2[0]), steps=int(res.steps[0])), photo=True,
+               caption=f"The photo, the change (magnified), and the changed photo, sent to '{t.label}' (the class "
+               "of another tour photo)." + ("" if res.success[0] else " NOT fooled within the step budget."))
+    out.params.update({"target": t.label, "eps": "8/255", "norm": "L-inf"})
     out.numbers.update({"success": bool(res.success[0]), "steps": int(res.steps[0]),
-                        "L-inf (x255)": float(res.linf[0]) * 255, "L2": float(res.l2[0]),
-                        f"p({o.label}) before": o.prob, f"p({t.label}) after": t.prob})
+                        f"p({t.label}) after": t.prob})
+
+
+def _sec_attacks(ctx: TourContext, out: SectionOutput) -> None:
+    from ..adversarial import evaluate_attack
+    from .adversarial import attack_examples
+
+    x = ctx.model.load(ctx.originals())
+    other = ctx.transfer_model()
+    rows, shown = [], None
+    for method in ("fgsm", "pgd"):
+        rep = evaluate_attack(ctx.model, x, None, method=method, eps=4 / 255, steps=ctx.q(5, 10),
+                              generator=ctx.generator(), transfer_to=other)
+        tr = rep.transfer
+        rows.append([method, rep.n, f"{rep.success_rate:.2f}" if rep.success_rate is not None else "-",
+                     f"{rep.mean_linf * 255:.1f}/255", "-" if tr is None or tr.transfer_rate is None
+                     else f"{tr.transfer_rate:.2f} on {tr.model}"])
+        out.numbers[f"{method} success rate"] = rep.success_rate
+        if tr is not None:
+            out.numbers[f"{method} transfer rate to {tr.model}"] = tr.transfer_rate
+        shown = rep
+    assert shown is not None
+    fooled = (shown.adv_pred != shown.clean_pred).nonzero().flatten()[:4]
+    if fooled.numel():
+        ctx.figure(out, "examples", attack_examples(x[fooled], shown.adversarial[fooled],
+                                                    [ctx.model.label(int(shown.clean_pred[i])) for i in fooled],
+                                                    [ctx.model.label(int(shown.adv_pred[i])) for i in fooled]),
+                   photo=True, caption="PGD examples that changed the model's answer: photo, change x10, result.")
+    out.tables.append(Table(["attack", "images", "success rate", "mean L-inf", "transfer"], rows,
+                            "untargeted, eps 4/255, against the model's own answers" + (
+                                "" if other else "; no second network with the same classes to transfer to")))
+    out.params.update({"eps": "4/255", "transfer to": other.name if other else None})
+
+
+def _sec_universal(ctx: TourContext, out: SectionOutput) -> None:
+    from ..adversarial import fooling_rate, universal_perturbation
+    from .adversarial import universal_figure
+
+    build, hold = ctx.split_files()
+    x, xh = ctx.model.load(build), ctx.model.load(hold)
+    eps = 10 / 255
+    res = universal_perturbation(ctx.model, x, eps=eps, epochs=ctx.q(3, 10), batch_size=16, generator=ctx.generator())
+    rate, clean, pert = fooling_rate(ctx.model, xh, res.perturbation)
+    fooled = (clean != pert).nonzero().flatten()[:4]
+    ctx.figure(out, "universal", universal_figure(res.perturbation, [(xh[i] + res.perturbation).clamp(0, 1)
+                                                                     for i in fooled], eps=eps, fooling_rate=rate,
+                                                  labels=[(ctx.model.label(int(clean[i])), ctx.model.label(int(pert[i])))
+                                                          for i in fooled]), photo=True,
+               caption=f"One pattern built on {len(build)} images, added to {len(hold)} held-out images of other "
+               "photos (Moosavi-Dezfooli et al. 2017). " + ctx.dataset_note())
+    out.params.update({"eps": "10/255", "construction images": len(build), "held-out images": len(hold)})
+    out.numbers.update({"held-out fooling rate": rate, "construction fooling rate": res.train_fooling_rate})
+
+
+def F_interp(content: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``content`` resized to ``like``'s size (to compare a stylised image with its photo)."""
+    return torch.nn.functional.interpolate(content, size=like.shape[-2:], mode="bilinear", antialias=True,
+                                           align_corners=False)
+
+
+def _s(key: str, title: str, text: str, run: Callable[[TourContext, SectionOutput], None]) -> Section:
+    return Section(key, title, text, run)
 
 
 SECTIONS: tuple[Section, ...] = (
-    Section("model", "The model",
-            "Every layer of the network is addressable by its module name, with its output shape and the size of "
-            "the input window one of its units sees (its receptive field). The later sections read, probe and "
-            "optimise through these layers.", _sec_model),
-    Section("predictions", "Predictions on the photos",
-            "The network maps each photo to 1,000 class scores; the softmax turns them into probabilities. These "
-            "are the decisions the rest of the report tries to explain.", _sec_predict),
-    Section("weights", "Weights: first-layer filters",
-            "The first convolution looks at raw pixels, so its filters can be drawn as small RGB images: they "
-            "become oriented edge, colour and blob detectors. Deeper kernels see feature maps rather than colours, "
-            "so they are shown as grayscale tiles that are far harder to read.", _sec_weights),
-    Section("last-layer", "Last layer: nearest neighbours and t-SNE",
-            "The penultimate layer turns each image into a code vector; images whose codes are close look alike "
-            "to the network even when their pixels differ. t-SNE lays the codes out in 2-D so that neighbours "
-            "stay neighbours, and a grid of the images shows what the network groups together.", _sec_neighbors),
-    Section("activations", "Activations and top patches",
-            "Each channel of a layer is a map of where its feature occurs in the image; many are silent on any "
-            "one photo. Over a set of images, the patches that excite a channel most show what it responds to.",
-            _sec_activations),
-    Section("correspondence", "Correspondence",
-            "Match each point of one photo to its nearest neighbour in a layer's feature space of another (Long, "
-            "Zhang & Darrell 2014). On warped copies with known ground truth, mid-level layers are the ones that "
-            "match, and they localise much finer than their receptive fields.",
-            _sec_correspond),
-    Section("directions", "Units or directions?",
-            "Szegedy et al. (2014) found that the images that maximise a random direction of a layer's feature "
-            "space look as coherent as those of a single unit. Here both come from one scan, with how alike the "
-            "classes of their top images are in the network's own classifier space.", _sec_directions),
-    Section("occlusion", "Occlusion",
-            "Slide a grey square over the image and record how the probability of the predicted class drops: "
-            "the regions that matter most are where occluding hurts most (Zeiler & Fergus 2014). It needs only "
-            "forward passes, so it works on any model.", _sec_occlusion),
-    Section("saliency", "Saliency, DeconvNet and guided backprop",
-            "The gradient of the class score with respect to the pixels says which pixels would change the score "
-            "most (Simonyan et al. 2014). Changing the backward rule of the ReLUs gives DeconvNet (Zeiler & Fergus) "
-            "and guided backprop (Springenberg et al. 2015), sharper but less class-specific pictures.",
-            _sec_saliency),
-    Section("grabcut", "Segmentation from saliency (GrabCut)",
-            "A saliency map marks where the evidence for a class is, but not the object's outline. Seeding GrabCut "
-            "with its strongest and weakest pixels turns it into an object mask without any segmentation training "
-            "(Simonyan et al. 2014).",
-            _sec_grabcut),
-    Section("slice", "Accuracy by image attribute and corruption",
-            "This section asks where the network fails. Cutting a labelled set by image attributes (brightness, contrast, "
-            "sharpness, the object's size) shows which kinds of photos it gets wrong (Russakovsky et al. 2015); "
-            "corrupting the photos at growing severity shows how fast it breaks (Hendrycks & Dietterich 2019).",
-            _sec_slice),
-    Section("visualize", "Class and unit visualization",
-            "Gradient ascent on the pixels finds an image that maximises a class score or a unit's activation. "
-            "Plain ascent gives adversarial noise; regularisers and transformation robustness make the result "
-            "show the parts the network looks for.", _sec_visualize),
-    Section("dream", "DeepDream",
-            "Instead of one class, amplify whatever a layer already sees: ascend the L2 norm of its activations, "
-            "with jitter and several octaves (Mordvintsev et al. 2015). Patterns the layer detects grow out of "
-            "the photo.", _sec_dream),
-    Section("invert", "Feature inversion",
-            "Given the code of an image at some layer, find an image whose code matches it, with a total-variation "
-            "prior (Mahendran & Vedaldi 2015). Shallow layers keep almost everything; deep layers keep what "
-            "matters for the class and lose exact colour and position.", _sec_invert),
-    Section("texture", "Texture synthesis",
-            "The Gram matrices of a layer's features (which channels fire together) describe a texture without "
-            "saying where anything is (Gatys et al. 2015). Matching them from noise synthesises new texture "
-            "of any size.", _sec_texture),
-    Section("style", "Style transfer",
-            "Match the deep features of a content photo and the Gram matrices of a painting at once, and the photo "
-            "is repainted in the painting's style (Gatys et al. 2016). It is an optimisation per image, hence "
-            "slow.", _sec_style),
-    Section("fast-style", "Fast style transfer",
-            "Train a feed-forward network once to minimise the same perceptual losses over many photos (Johnson "
-            "et al. 2016). Afterwards stylising is one forward pass, orders of magnitude faster than the "
-            "optimisation.", _sec_fast_style),
-    Section("fooling", "Fooling the network",
-            "A tiny, carefully chosen change to the pixels, invisible to a person, makes the network predict any "
-            "class we like (Szegedy et al. 2014; Goodfellow et al. 2015). The perturbation is shown magnified.",
-            _sec_fooling),
+    _s("model", "The model", "Every layer of the network is addressable by its module name, with its output shape "
+       "and the input window one of its units sees (its receptive field). The later sections read, probe and "
+       "optimise through these layers.", _sec_model),
+    _s("predictions", "Predictions on the photos", "The network maps each photo to class scores; the softmax turns "
+       "them into probabilities. These are the decisions the rest of the report tries to explain, right or wrong.",
+       _sec_predict),
+    _s("weights", "Weights: first-layer filters", "The first convolution looks at raw pixels, so its filters can be "
+       "drawn as small RGB images: they become oriented edge, colour and blob detectors. Deeper kernels see "
+       "feature maps rather than colours, so they are far harder to read.", _sec_weights),
+    _s("last-layer", "Last layer: nearest neighbours and t-SNE", "The penultimate layer turns each image into a "
+       "code vector; images whose codes are close look alike to the network even when their pixels differ. t-SNE "
+       "lays the codes out in 2-D so that neighbours stay neighbours.", _sec_neighbors),
+    _s("pca", "Last layer: principal components", "Principal component analysis projects the same codes linearly "
+       "onto their two directions of largest variance. It is faithful to large distances and blind to the local "
+       "structure t-SNE shows.", _sec_pca),
+    _s("activations", "Activations and top patches", "Each channel of a layer is a map of where its feature occurs "
+       "in the image; many are silent on any one photo. Over a set of images, the patches that excite a channel "
+       "most show what it responds to (Zeiler & Fergus 2014).", _sec_activations),
+    _s("dead-units", "Dead units", "A rectified channel that never fires on any image carries no information. "
+       "Counting them per layer over a dataset finds wasted capacity.", _sec_dead),
+    _s("receptive-field", "Empirical receptive field", "A unit's theoretical receptive field is the whole window "
+       "that can reach it, but only part of it matters. Occluding random patches and recording how much the unit "
+       "changes measures the part that does (Zhou et al. 2015).", _sec_erf),
+    _s("correspondence", "Correspondence", "Match each point of one photo to its nearest neighbour in a layer's "
+       "feature space of another (Long, Zhang & Darrell 2014). On warped copies with known ground truth, mid-level "
+       "layers are the ones that match, and they localise much finer than their receptive fields.", _sec_correspond),
+    _s("directions", "Units or directions?", "Szegedy et al. (2014) found that the images that maximise a random "
+       "direction of a layer's feature space look as coherent as those of a single unit. Here both come from one "
+       "scan, with how alike the classes of their top images are.", _sec_directions),
+    _s("occlusion", "Occlusion", "Slide a grey square over the image and record how the probability of the "
+       "predicted class drops: the regions that matter most are where occluding hurts most (Zeiler & Fergus 2014). "
+       "It needs only forward passes, so it works on any model.", _sec_occlusion),
+    _s("saliency", "Saliency, DeconvNet and guided backprop", "The gradient of the class score with respect to the "
+       "pixels says which pixels would change the score most (Simonyan et al. 2014). Changing the backward rule of "
+       "the rectifiers gives DeconvNet (Zeiler & Fergus) and guided backprop (Springenberg et al. 2015).",
+       _sec_saliency),
+    _s("grabcut", "Segmentation from saliency (GrabCut)", "A saliency map marks where the evidence for a class is, "
+       "but not the object's outline. Seeding GrabCut with its strongest and weakest pixels turns it into an "
+       "object mask without any segmentation training (Simonyan et al. 2014).", _sec_grabcut),
+    _s("slice", "Accuracy by image attribute and corruption", "Cutting a labelled set by image attributes shows "
+       "which kinds of photos the network gets wrong (Russakovsky et al. 2015). Corrupting the photos at growing "
+       "severity shows how fast it breaks (Hendrycks & Dietterich 2019).", _sec_slice),
+    _s("human-study", "People against the network", "Karpathy (2014) labelled ImageNet photos himself to measure "
+       "how far a person is from the network. convlens human-study serves that experiment locally and its report "
+       "compares the answers with the network's top-5 shown here.", _sec_human),
+    _s("visualize", "Class and unit visualization", "Gradient ascent on the pixels finds an image that maximises a "
+       "class score or a unit's activation. Plain ascent gives adversarial noise; regularisers and transformation "
+       "robustness make the result show the parts the network looks for.", _sec_visualize),
+    _s("multifaceted", "Multifaceted visualization", "A class has several faces (a whole animal, a head, a group), "
+       "and one visualization averages them. Clustering the class's images and starting one visualization from "
+       "each cluster shows them separately (Nguyen, Yosinski & Clune 2016).", _sec_multifaceted),
+    _s("dream", "DeepDream", "Instead of one class, amplify whatever a layer already sees: ascend the L2 norm of "
+       "its activations, with jitter and several octaves (Mordvintsev et al. 2015). Patterns the layer detects "
+       "grow out of the photo.", _sec_dream),
+    _s("invert", "Feature inversion", "Given the code of an image at some layer, find an image whose code matches "
+       "it, with an image prior (Mahendran & Vedaldi 2015). Shallow layers keep almost everything; deep layers "
+       "keep what matters for the class and lose exact colour and position.", _sec_invert),
+    _s("texture", "Texture synthesis", "The Gram matrices of a layer's features (which channels fire together) "
+       "describe a texture without saying where anything is (Gatys et al. 2015). Matching them from noise "
+       "synthesises new texture of any size.", _sec_texture),
+    _s("style", "Style transfer", "Match the deep features of a content photo and the Gram matrices of a painting "
+       "at once, and the photo is repainted in the painting's style (Gatys et al. 2016). It is an optimisation per "
+       "image, hence slow.", _sec_style),
+    _s("style-knobs", "Style knobs and blending", "The style image's scale sets the size of the strokes, and "
+       "several styles can be blended by weight. Transferring only the luminance keeps the photo's colours.",
+       _sec_style_knobs),
+    _s("fast-style", "Fast style transfer", "Train a feed-forward network once to minimise the same perceptual "
+       "losses over many photos (Johnson et al. 2016). Afterwards stylising is one forward pass, orders of "
+       "magnitude faster than the optimisation.", _sec_fast_style),
+    _s("fooling", "Fooling the network", "A tiny, carefully chosen change to the pixels, invisible to a person, "
+       "makes the network predict a class we choose (Szegedy et al. 2014). The perturbation is shown magnified.",
+       _sec_fooling),
+    _s("attacks", "Adversarial attacks and transfer", "FGSM takes one step along the sign of the gradient "
+       "(Goodfellow et al. 2015); PGD takes many, projected back into the allowed ball (Madry et al. 2018). "
+       "Adversarial images made for one network often fool another.", _sec_attacks),
+    _s("universal", "Universal perturbation", "One image-agnostic pattern, small enough to be barely visible, "
+       "changes the answer on many photos it was never built on (Moosavi-Dezfooli et al. 2017). Its fooling rate "
+       "is measured on held-out photos.", _sec_universal),
 )
 
 
 # --------------------------------------------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------------------------------------------
-TOUR_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "clock", "coins", "hubble_deep_field",
-               "immunohistochemistry", "retina", "brick", "gravel", "grass", "moon")
+# The photos that ship with convlens' dependencies (scikit-image, scikit-learn, matplotlib): what each shows and
+# words that a label naming it contains. An empty tuple: no class of a usual label set fits (a texture, a micrograph).
+PHOTO_TRUTH: dict[str, tuple[str, tuple[str, ...]]] = {
+    "chelsea": ("a tabby cat", ("cat", "tabby", "lynx")),
+    "coffee": ("a cup of coffee", ("espresso", "cup", "coffee", "mug")),
+    "rocket": ("a rocket on its launch pad", ("missile", "projectile", "space shuttle", "rocket")),
+    "motorcycle": ("a motorcycle", ("moped", "motor scooter", "motorcycle", "crash helmet")),
+    "grace_hopper": ("Grace Hopper in navy uniform", ("military uniform", "suit", "windsor tie", "bow tie")),
+    "china": ("a Chinese temple", ("palace", "monastery", "pagoda", "temple", "stupa", "church", "dome")),
+    "flower": ("a flower", ("daisy", "flower", "bee", "hip")),
+    "astronaut": ("an astronaut in a space suit", ()),
+    "camera": ("a cameraman with a tripod (grey)", ("tripod", "camera")),
+    "clock": ("a clock (grey)", ("clock", "stopwatch")),
+    "coins": ("old coins (grey)", ()),
+    "brick": ("a brick wall (texture)", ("wall",)),
+    "gravel": ("gravel (texture)", ()),
+    "grass": ("grass (texture)", ()),
+    "moon": ("the moon's surface (grey)", ()),
+    "hubble_deep_field": ("galaxies (Hubble)", ()),
+    "immunohistochemistry": ("a stained tissue micrograph", ()),
+    "retina": ("a retina photograph", ()),
+}
+_SOURCES = {"motorcycle": ("skimage", "motorcycle_left"), "grace_hopper": ("matplotlib", "grace_hopper.jpg"),
+            "china": ("sklearn", "china.jpg"), "flower": ("sklearn", "flower.jpg")}
+TOUR_PHOTOS = tuple(PHOTO_TRUTH)
 
 
-def tour_images(folder: str | Path | None = None, *, limit: int = 16) -> tuple[dict[str, Image.Image], list[Path] | None]:
-    """The tour's photos: the first ``limit`` images of ``folder``, or scikit-image's bundled photos.
+def shipped_photo(name: str) -> Image.Image:
+    """One of :data:`TOUR_PHOTOS`, read from the dependency that ships it."""
+    lib, item = _SOURCES.get(name, ("skimage", name))
+    if lib == "matplotlib":
+        import matplotlib
 
-    Returns ``(photos by name, all files of the folder or None)``.
-    """
+        return Image.open(Path(matplotlib.get_data_path()) / "sample_data" / item).convert("RGB")
+    if lib == "sklearn":
+        import sklearn.datasets
+
+        return Image.open(Path(sklearn.datasets.__file__).parent / "images" / item).convert("RGB")
+    if name == item:
+        return demo_images([name])[name]
+    from skimage import data
+
+    return Image.open(Path(data.data_dir) / f"{item}.png").convert("RGB")
+
+
+def tour_images(folder: str | Path | None = None, *, limit: int = 24) -> tuple[dict[str, Image.Image], list[Path] | None]:
+    """The tour's photos: the first ``limit`` images of ``folder``, or the photos that ship with convlens'
+    dependencies (:data:`TOUR_PHOTOS`). Returns ``(photos by name, all files of the folder or None)``."""
     if folder is None:
-        return demo_images(TOUR_PHOTOS), None
+        return {n: shipped_photo(n) for n in TOUR_PHOTOS}, None
     files = list_images(folder)
     if not files:
         raise UserError(f"no images found in {folder}")
@@ -861,11 +1051,7 @@ def tour_images(folder: str | Path | None = None, *, limit: int = 16) -> tuple[d
 
 def augmented_crops(photos: dict[str, Image.Image], *, per_photo: int = 4, seed: int = 0,
                     size: int = 256) -> list[tuple[str, Image.Image]]:
-    """Each photo plus ``per_photo`` random crops (60-90% of the side, some mirrored), as ``(source, image)``.
-
-    A stand-in dataset for the neighbour and t-SNE sections when the user gives no folder: crops of one photo
-    should land near each other in feature space, which makes the figures easy to judge.
-    """
+    """Each photo plus ``per_photo`` random crops (60-90% of the side, some mirrored), as ``(source, image)``."""
     rng = np.random.default_rng(seed)
     items: list[tuple[str, Image.Image]] = []
     for name, img in photos.items():
@@ -926,31 +1112,35 @@ def _write_page(ctx: TourContext, results: list[SectionResult], started: float, 
 
 
 def run_tour(model: Model, out: str | Path, *, images: str | Path | None = None, quick: bool = True, seed: int = 0,
-             only: Sequence[str] | None = None, style: str | Path | None = None,
+             only: Sequence[str] | None = None, style: str | Path | None = None, transfer_to: Model | None = None,
              progress: Callable[[int, int, SectionResult], None] | None = None) -> TourReport:
     """Run every section of the lecture on ``model`` and write the static report ``out/index.html``.
 
     Args:
         model: the network to explain.
         out: folder for ``index.html`` and its pictures (``img/``).
-        images: a folder of the user's photos (default: scikit-image's bundled photos; the dataset sections then
-            use those photos plus random crops of each).
+        images: a folder of the user's photos (default: the photos that ship with convlens' dependencies; the
+            dataset sections then use those photos plus random crops of each).
         quick: the quick profile (small sizes, few steps; minutes on a laptop CPU) or the full one.
         seed: seeds every random choice, so the same seed gives the same report.
         only: run just these section keys (the others are listed as skipped).
-        style: a painting for the style-transfer section (default: a bundled colourful micrograph).
+        style: a painting for the style-transfer sections (default: the shipped Starry Night network's rendering
+            of a photo, since no painting ships).
+        transfer_to: the second network of the attacks section (default: another embedded network with the same
+            classes, if there is one).
         progress: called as ``progress(i, n, result)`` before (status ``pending``) and after each section.
 
     Returns:
-        A :class:`TourReport`; each section's status is ``ok``, ``failed`` (with the error shown in the page),
-        ``unavailable`` (technique not in this build) or ``skipped``.
+        A :class:`TourReport`; each section's status is ``ok``, ``failed`` (with the error shown in the page) or
+        ``skipped``.
     """
     started = time.perf_counter()
     out = Path(out)
     (out / "img").mkdir(parents=True, exist_ok=True)
     photos, files = tour_images(images)
     work = Path(tempfile.mkdtemp(prefix="convlens-tour-"))
-    ctx = TourContext(model, photos, out, quick=quick, seed=seed, dataset=files, work=work, style=style)
+    ctx = TourContext(model, photos, out, quick=quick, seed=seed, dataset=files, work=work, style=style,
+                      transfer_to=transfer_to)
     if only is not None:
         unknown = sorted(set(only) - {s.key for s in SECTIONS})
         if unknown:
@@ -973,8 +1163,6 @@ def run_tour(model: Model, out: str | Path, *, images: str | Path | None = None,
             try:
                 sec.run(ctx, res.output)
                 res.status = "ok"
-            except NotAvailable as exc:
-                res.status, res.error = "unavailable", str(exc)
             except (KeyboardInterrupt, SystemExit):
                 res.status, res.error = "failed", "interrupted"
                 res.seconds = time.perf_counter() - t0
