@@ -466,6 +466,16 @@ def feature_layer(model: Model) -> str:
 _RECTIFIERS = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Hardtanh, torch.nn.LeakyReLU, torch.nn.ELU)
 
 
+def is_rectified(model: Model, layer: str) -> bool:
+    """Whether ``layer``'s output has passed a rectifier: the module is one (ReLU, ReLU6, ...) or its last
+    sub-module is (a Conv-BN-ReLU block). Only there does "never positive" mean a dead unit."""
+    mod = model.layers.modules.get(layer)
+    if mod is None:
+        return False
+    last = list(mod.modules())[-1]
+    return isinstance(mod, _RECTIFIERS) or isinstance(last, _RECTIFIERS)
+
+
 def dead_unit_layers(model: Model) -> list[str]:
     """Every spatial layer that is a rectifier module (ReLU, ReLU6, ...): where "never fires" has a meaning.
 

@@ -39,9 +39,9 @@ def map_panel(image: ArrayLike, saliency: ArrayLike, method: str, raw: torch.Ten
     if method in OVERLAY_METHODS:
         return heatmap_overlay(image, np.clip(m, 0, None), alpha=0.5, cmap="jet")
     if raw is not None:
-        r = raw.detach().float().cpu()
-        r = r / (3 * r.std().clamp(min=1e-12)) * 0.5 + 0.5  # Springenberg et al.'s normalisation for display
-        return to_rgb(r.clamp(0, 1))
+        from .figures import display_signed
+
+        return to_rgb(display_signed(raw))  # the one guided / DeconvNet display scaling
     return to_rgb(_clip(m))
 
 
