@@ -74,3 +74,17 @@ def test_guided_patches_are_batched_guided_units(tiny, tmp_path: Path) -> None:
             x0, y0, x1, y1 = p.box
             assert torch.allclose(got[i][j], display_signed(g[:, y0:y1, x0:x1]), atol=1e-5)
             assert got[i][j].std() > 0.05  # contrast floor
+
+
+def test_guided_unit_of_a_saturated_relu6_is_not_blank(tiny) -> None:
+    import convlens
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32) * 40 - 20  # drives many ReLU6 units to 6 (ties at the clamp)
+    with convlens.Tap(tiny, "act2") as tap:
+        tap.run(x)
+        a = tap.outputs["act2"][0].clone()
+    c, y, xx = (int(v) for v in (a == 6).nonzero()[0])
+    g = guided_units(tiny, "act2", x, [c], [y], [xx])
+    assert g.abs().sum() > 0  # d relu6 / d input is 0 at saturation: taken of the pre-activation instead
+    assert display_signed(g[0]).std() > 0.05
