@@ -88,3 +88,28 @@ def test_guided_unit_of_a_saturated_relu6_is_not_blank(tiny) -> None:
     g = guided_units(tiny, "act2", x, [c], [y], [xx])
     assert g.abs().sum() > 0  # d relu6 / d input is 0 at saturation: taken of the pre-activation instead
     assert display_signed(g[0]).std() > 0.05
+
+
+def test_saliency_guided_is_one_prediction_and_one_pass(tiny, tiny_module, tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from convlens.cli import common, main
+
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: tiny)
+    fwd, bwd = [], []
+    tiny_module.fc.register_forward_hook(lambda *a: fwd.append(1))
+    tiny_module.conv4.register_full_backward_hook(lambda *a: bwd.append(1))
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
+    res = CliRunner().invoke(main, ["saliency", str(photo), "--method", "guided", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert (len(fwd), len(bwd)) == (2, 1)  # the prediction, then one forward + backward for the map
+    doc = json.loads((tmp_path / "o" / "result.json").read_text())["saliency"]
+    assert set(doc["methods"]) == {"guided"}
+    m = np.load(tmp_path / "o" / "guided.npy")
+    from convlens.attribute import saliency
+
+    x = tiny.load(photo)
+    assert np.allclose(m, saliency(tiny, x, "guided", doc["target"])[0].numpy(), atol=1e-6)
