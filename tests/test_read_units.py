@@ -101,7 +101,11 @@ def test_activation_maps(tiny, chelsea):
     acts = activation_maps(tiny, chelsea, "conv2")
     x = tiny.load(chelsea)
     assert torch.allclose(acts.maps, activations(tiny, x, "conv2")["conv2"][0])
-    assert (acts.dead == (acts.maps.flatten(1).amax(1) <= 0).numpy()).all()
+    # conv2 is linear (its ReLU6 follows): a nowhere-positive map is not "dead" there; after the rectifier it is
+    assert not acts.rectified and not acts.dead.any()
+    assert (acts.nonpositive == (acts.maps.flatten(1).amax(1) <= 0).numpy()).all()
+    after = activation_maps(tiny, chelsea, "act2")
+    assert after.rectified and (after.dead == (after.maps.flatten(1).amax(1) <= 0).numpy()).all()
 
 
 def test_empirical_receptive_field_stays_inside_the_theoretical_one(linear_model):

@@ -7,6 +7,8 @@ layer) and return raw attributions ``N x 3 x H x W`` with respect to the pixels 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -14,7 +16,7 @@ from ..core.taps import RuleReport
 from ..models.model import Model
 from ._common import TargetLike, check_batch, chunks, input_gradient, resolve_targets, take, tile
 
-__all__ = ["deconvnet", "guided_backprop", "integrated_gradients", "smoothgrad", "vanilla_gradient"]
+__all__ = ["deconvnet", "guided_backprop", "guided_units", "integrated_gradients", "smoothgrad", "vanilla_gradient"]
 
 
 def vanilla_gradient(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
@@ -123,3 +125,41 @@ def integrated_gradients(model: Model, x: torch.Tensor, target: TargetLike = Non
         grads[sl] = input_gradient(model, points[sl], take(tt, sl))[0]
     total = (grads.view(steps, n, *x.shape[1:]) * w).sum(0)
     return total * (x - base)
+
+
+def guided_units(model: Model, layer: str, pixels: torch.Tensor, channels: Sequence[int], ys: Sequence[int],
+                 xs: Sequence[int]) -> torch.Tensor:
+    """Guided-backprop image (Springenberg et al. 2015) of one unit per image, all in ONE forward/backward pass:
+    ``d act[b, c_b, y_b, x_b] / d pixels[b]``.
+
+    ``pixels`` is ``(B, 3, H, W)`` (repeat a photo to ask for several of its units); images of a batch are
+    independent in eval mode, so the summed objective gives each image its own unit's gradient. The one call behind
+    ``saliency --unit``, ``top-patches --guided``, the microscope and the tour. Returns ``(B, 3, H, W)``.
+
+    When ``layer`` ends in a rectifier (a ReLU6 output, a Conv-BN-ReLU block) the gradient is taken of the unit's
+    pre-activation, the input of that last rectifier: a ReLU6 unit saturated at 6 (the typical top unit) has zero
+    derivative through its own clamp, which used to make every guided tile blank grey.
+    """
+    from ..core.taps import Tap, backward_rule
+    from ..read.scan import last_rectifier
+
+    x = pixels.detach().clone().to(model.device).requires_grad_(True)
+    b = torch.arange(len(channels))
+    rect = last_rectifier(model, layer)
+    pre: list[torch.Tensor] = []
+    handle = None
+    if rect is not None:
+        handle = rect.register_forward_pre_hook(lambda m, a: pre.append(a[0].clone()) if not pre else None)
+    try:
+        with torch.enable_grad(), backward_rule("guided", model, strict=False), \
+                Tap(model, layer, stop=True) as tap:
+            tap.run(x)
+            a = pre[0] if pre and pre[0].shape == tap.outputs[layer].shape else tap.outputs[layer]
+            if a.dim() == 2:
+                a = a[:, :, None, None]
+            sel = a[b, torch.as_tensor(list(channels)), torch.as_tensor(list(ys)), torch.as_tensor(list(xs))]
+            (grad,) = torch.autograd.grad(sel.sum(), x)
+    finally:
+        if handle is not None:
+            handle.remove()
+    return grad.detach()

@@ -169,7 +169,7 @@ def attack_cmd(run, images: tuple[str, ...], method: str, eps: str, alpha: str |
     if idx.numel():
         fig = attack_examples(x[idx], rep.adversarial[idx], [model.label(int(rep.clean_pred[i])) for i in idx],
                               [model.label(int(rep.adv_pred[i])) for i in idx])
-        save(fig, run.out / "examples.png", max_kb=400)
+        save(fig, run.out / "examples.png")
     run.save({"attack": summary, **extra}, labels="LABELS.csv" if labels is not None else "model predictions",
              files=len(files), skipped=skipped, saved_png=png_info,
              outputs=[{"file": str(f), "output": f"images/{n}"} for f, n in zip(files, names)])
@@ -219,8 +219,7 @@ def universal_cmd(run, folder: str, holdout: str, eps: str, norm: str, epochs: i
     fooled = (clean != pert).nonzero().flatten()[:examples]
     ex = [(xh[i] + res.perturbation).clamp(0, 1) for i in fooled]
     caps = [(model.label(int(clean[i])), model.label(int(pert[i]))) for i in fooled]
-    save(universal_figure(res.perturbation, ex, eps=e, labels=caps, fooling_rate=rate), run.out / "universal.png",
-         max_kb=400)
+    save(universal_figure(res.perturbation, ex, eps=e, labels=caps, fooling_rate=rate), run.out / "universal.png")
     click.echo(f"fooling rate on {len(hold_files)} held-out images: {rate:.3f} (on the {len(train_files)} "
                f"construction images: {res.train_fooling_rate:.3f}); built in {res.seconds:.1f} s")
     run.save({"universal": {"fooling_rate": rate, "eps": e, "train_images": len(train_files),

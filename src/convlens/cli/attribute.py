@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from ..attribute import METHODS, Unit, grabcut, saliency
-from ..attribute._common import resolve_targets
+from ..attribute._common import resolve_targets, to_map
 from ..attribute.cam import guided_grad_cam
 from ..attribute.gradients import guided_backprop
 from ..core.taps import RuleReport
@@ -125,10 +125,12 @@ def saliency_cmd(run, image: str, method: str | None, target: str | None, unit: 
         for name in names:
             opts = _options(name, run, samples, steps, window, stride, layer, rise_masks)
             start = time.perf_counter()
-            m = saliency(model, x, name, t, **opts)[0]
+            if name in RAW:  # one pass: the map is the raw attribution reduced, as saliency() would
+                raw = RAW[name](model, x, t, **opts)[0]
+                m = to_map(raw[None])[0]
+            else:
+                raw, m = None, saliency(model, x, name, t, **opts)[0]
             seconds = time.perf_counter() - start
-            raw = RAW[name](model, x, t, **({"layer": layer} if name == "guided_gradcam" and layer else {}))[0] \
-                if name in RAW else None
             suffix = "" if len(targets) == 1 else f"_top{ti + 1}"
             path = run.out / f"{name}{suffix}.npy"
             save_array(path, m.detach().cpu().numpy().astype(np.float32))

@@ -73,7 +73,7 @@ def correspond_cmd(run, inputs: tuple[str, ...], layer: str | None, layers: str 
                          mutual=mutual, tol=tol, anchors=ANCHORS if anchors else (), patch=patch,
                          sift_size=sift_size)
         rf = {n: (model.layers[n].rf.size[0], model.layers[n].rf.stride[0]) for n in names}
-        save(correspondence_figure(res, rf=rf), run.out / "correspond.png", max_kb=1000)
+        save(correspondence_figure(res, rf=rf), run.out / "correspond.png")
         for name, m in res.matches.items():
             click.echo(f"{name:<24} {int(m.mutual.sum()):>4}/{len(m.mutual)} mutual, mean similarity "
                        f"{float(np.mean(m.score)):.3f}")
@@ -102,11 +102,11 @@ def correspond_cmd(run, inputs: tuple[str, ...], layer: str | None, layers: str 
     for r in st.localisation():
         click.echo(f"{r['method']:<24}{r['rf_size']:>8.0f}{r['stride']:>8.0f}{r['median_error_inliers']:>22.2f}"
                    f"{r['median_error_all']:>18.2f}")
-    save(pck_figure(st), run.out / "pck.png", max_kb=400)
-    save(localisation_figure(st), run.out / "localisation.png", max_kb=400)
+    save(pck_figure(st), run.out / "pck.png")
+    save(localisation_figure(st), run.out / "localisation.png")
     show = [goal["best_layer"], *[m for m in ANCHORS if m in st.methods]]
     ex_warp = next((w for w in st.warps if w.endswith("+photo") and w.startswith("affine")), st.warps[0])
-    save(warp_example_figure(st, ex_warp, show), run.out / "example.png", max_kb=600)
+    save(warp_example_figure(st, ex_warp, show), run.out / "example.png")
     click.echo(f"{len(st.photos)} photos, {st.seconds:.0f}s")
     run.save({"dataset": inputs[0], "photos": len(st.photos), "warps": st.warps, "alphas": list(ALPHAS),
               "methods": st.methods, "pck": st.pck, "points": st.points, "goal": st.goal(0.05),

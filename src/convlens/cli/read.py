@@ -71,14 +71,12 @@ def filters_cmd(run, layer: str | None, scaling: str, max_out: int, max_in: int,
         layer = layer or first_linear_layer(model)
         t = linear_templates(model, layer, shape=shape)  # type: ignore[arg-type]
         names = [model.label(i) for i in range(len(t))] if len(t) == model.num_classes else None
-        save(render.templates_figure(t[:max_out], names[:max_out] if names else None), run.out / "templates.png",
-             max_kb=400)
+        save(render.templates_figure(t[:max_out], names[:max_out] if names else None), run.out / "templates.png")
         click.echo(f"templates.png: {len(t)} templates of {layer}, each {'x'.join(map(str, t.shape[1:]))}")
         run.save({"layer": layer, "kind": "templates", "shape": list(t.shape)})
         return
     f = conv_filters(model, layer)
-    save(render.filters_figure(f, scaling=scaling, max_out=max_out, max_in=max_in), run.out / "filters.png",
-         max_kb=400)
+    save(render.filters_figure(f, scaling=scaling, max_out=max_out, max_in=max_in), run.out / "filters.png")
     w = f.weight
     run.save({"layer": f.layer, "kind": f.kind, "shape": list(w.shape), "groups": f.groups,
               "norms": w.flatten(1).norm(dim=1)[:max_out].tolist()})
@@ -90,11 +88,13 @@ def filters_cmd(run, layer: str | None, scaling: str, max_out: int, max_in: int,
 @click.option("--layer", "-l", required=True, help="Layer name (see `convlens layers`).")
 @click.option("--max-channels", type=COUNT, default=256, show_default=True)
 def activations_cmd(run, image: str, layer: str, max_channels: int) -> None:
-    """Every channel's activation map of one image at a layer, the input beside it; all-zero maps framed red."""
+    """Every channel's activation map of one image at a layer, the input beside it; on a rectified layer all-zero
+    (dead) maps are framed red (on a linear layer a map that is nowhere positive is not dead)."""
     acts = activation_maps(run.model, image, layer)
-    save(render.activations_figure(acts, max_channels=max_channels), run.out / "activations.png", max_kb=400)
+    save(render.activations_figure(acts, max_channels=max_channels), run.out / "activations.png")
     run.save({"image": image, "layer": layer, "channels": acts.channels, "map_size": list(acts.maps.shape[-2:]),
-              "dead": [int(c) for c in np.flatnonzero(acts.dead)],
+              "rectified": acts.rectified, "dead": [int(c) for c in np.flatnonzero(acts.dead)],
+              "nonpositive": [int(c) for c in np.flatnonzero(acts.nonpositive)],
               "max": acts.maps.flatten(1).amax(1).tolist()})
 
 
@@ -111,7 +111,7 @@ def neighbors_cmd(run, dataset: str, queries: tuple[str, ...], layer: str | None
                   cache_dir: str | None) -> None:
     """Each query's k nearest dataset images in feature space, beside its nearest in pixel space."""
     res = neighbors(run.model, dataset, list(queries), layer=layer, k=k, cache_dir=_cache(run, cache_dir))
-    save(render.neighbors_figure(res, max_queries=len(queries)), run.out / "neighbors.png", max_kb=400)
+    save(render.neighbors_figure(res, max_queries=len(queries)), run.out / "neighbors.png")
     run.save({"layer": res.layer, "queries": [
         {"file": str(q),
          "feature": [{"file": str(res.files[i]), "distance": float(d)}
@@ -145,8 +145,8 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
     cells, side = grid_assignment(emb.xy, grid_side)
     labels = feats.labels
     has_labels = labels is not None and any(lab is not None for lab in labels)
-    save(render.embedding_scatter(emb, labels if has_labels else None), run.out / "scatter.png", max_kb=400)
-    save(render.embedding_grid(feats.files, cells, side, cell_px=cell), run.out / "grid.png", max_kb=400)
+    save(render.embedding_scatter(emb, labels if has_labels else None), run.out / "scatter.png")
+    save(render.embedding_grid(feats.files, cells, side, cell_px=cell), run.out / "grid.png")
     tw = "n/a" if emb.trustworthiness is None else f"{emb.trustworthiness:.3f}"
     click.echo(f"{method}: {len(codes)} codes in {emb.seconds:.1f}s, trustworthiness {tw}")
     run.save({"layer": layer, "method": method, "trustworthiness": emb.trustworthiness,
@@ -186,7 +186,7 @@ def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided
     g = None
     if guided:
         g = [[render.to_rgb(t) for t in row] for row in guided_patches(model, tp)]
-    save(render.top_patches_figure(tp, guided=g), run.out / "top_patches.png", max_kb=400)
+    save(render.top_patches_figure(tp, guided=g), run.out / "top_patches.png")
     run.save({"layer": layer, "receptive_field": list(tp.rf_size), "channels": [
         {"channel": c, "patches": [{"file": str(p.file), "value": p.value, "box": list(p.box), "unit": [p.y, p.x],
                                     "clipped": p.clipped} for p in ps]}
@@ -213,7 +213,7 @@ def receptive_field_cmd(run, dataset: str, layer: str, channel: int, n_images: i
     x = torch.stack([model.preprocess.to_tensor(p.file) for p in patches])
     erf = empirical_receptive_field(model, x, layer, channel, units=[(p.y, p.x) for p in patches],
                                     occluder=occluder, stride=stride, seed=run.seed)
-    save(render.receptive_field_figure(erf, x), run.out / "receptive_field.png", max_kb=400)
+    save(render.receptive_field_figure(erf, x), run.out / "receptive_field.png")
     click.echo(f"{layer} channel {channel}: theoretical {erf.theoretical:.0f}px, empirical ~{erf.empirical:.0f}px")
     run.save({"layer": layer, "channel": channel, "theoretical": erf.theoretical, "empirical": erf.empirical,
               "occluder": erf.occluder, "stride": erf.stride, "peak_offset": list(erf.peak),
@@ -235,7 +235,7 @@ def dead_units_cmd(run, dataset: str, layers: tuple[str, ...], limit: int | None
     click.echo(f"{'layer':<36} {'channels':>8} {'dead':>6} {'fraction':>9}")
     for name, d in dead.items():
         click.echo(f"{name:<36} {d.channels:>8} {len(d.dead):>6} {d.fraction:>9.1%}")
-    save(render.dead_units_figure(dead), run.out / "dead_units.png", max_kb=400)
+    save(render.dead_units_figure(dead), run.out / "dead_units.png")
     run.save({"images": out.images, "engine": out.engine, "skipped": out.skipped, "layers": {
         name: {"channels": d.channels, "dead": d.dead, "fraction": d.fraction,
                "silent_fraction": d.silent_fraction.round(4).tolist()} for name, d in dead.items()}})
@@ -259,7 +259,7 @@ def _directions(run, dataset: str, layer: str, chans: list[int], k: int, kinds: 
                              units=chans[:count], seed=run.seed)
     dt = st.layers[layer]
     tp = crop_patches(model, dt.top)
-    save(directions_figure(dt, tp), run.out / "directions.png", max_kb=600)
+    save(directions_figure(dt, tp), run.out / "directions.png")
     coh = dt.coherence
     if coh is not None:
         click.echo(f"{layer}: class coherence of the top {k} images ({coh.source}; classifier space = rows of "

@@ -170,7 +170,7 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
         names = [f"{n} {w:g}" for n, w in zip(names, weights)]
     panels = [(to_pil(c), "content"), *[(to_pil(s), f"style: {n}") for s, n in zip(ss, names)],
               (to_pil(res.image), f"stylised ({model.name}, {res.steps} steps, {res.seconds:.0f} s)")]
-    save(side_by_side(panels, height=h), run.out / "style_figure.png", max_kb=600)
+    save(side_by_side(panels, height=h), run.out / "style_figure.png")
     run.save({"content_loss": res.content_loss, "style_loss": res.style_loss, "tv_loss": res.tv_loss,
               "steps": res.steps, "seconds": round(res.seconds, 3), "content_layer": res.content_layer,
               "style_layers": res.style_layers, "size": [res.image.shape[-1], h], "octaves": octaves,

@@ -20,16 +20,24 @@ class ActivationMaps:
     """Every channel's map of ``layer`` for one image.
 
     ``maps`` is ``(C, H, W)`` (a flat layer gives ``(C, 1, 1)``); ``pixels`` the ``3 x H x W`` input in [0, 1];
-    ``dead[c]`` is True when channel ``c`` is nowhere positive on this image (all zero after a ReLU).
+    ``rectified`` says whether the layer's output has passed a rectifier; only then is ``dead[c]`` (channel ``c``
+    nowhere positive: all zero after a ReLU) meaningful. On a linear layer (a block's projection output) a map
+    that is nowhere positive is an ordinary negative response, so ``dead`` is all False there and
+    ``nonpositive`` counts those maps instead.
     """
 
     layer: str
     maps: torch.Tensor
     pixels: torch.Tensor
+    rectified: bool = True
+
+    @property
+    def nonpositive(self) -> np.ndarray:
+        return (self.maps.flatten(1).amax(1) <= 0).numpy()
 
     @property
     def dead(self) -> np.ndarray:
-        return (self.maps.flatten(1).amax(1) <= 0).numpy()
+        return self.nonpositive if self.rectified else np.zeros(self.channels, dtype=bool)
 
     @property
     def channels(self) -> int:
@@ -46,4 +54,6 @@ def activation_maps(model: Model, image: ImageLike | torch.Tensor, layer: str) -
     a = activations(model, x.to(model.device), layer)[layer][0].float().cpu()
     if a.dim() == 1:
         a = a[:, None, None]
-    return ActivationMaps(layer, a, x[0].cpu())
+    from .scan import is_rectified
+
+    return ActivationMaps(layer, a, x[0].cpu(), rectified=is_rectified(model, layer))

@@ -89,24 +89,28 @@ def top_patches(model: Model, dataset: str | Path | Dataset | Sequence[str | Pat
     return crop_patches(model, out[f"topk:{layer}"])
 
 
-def guided_patches(model: Model, tp: TopPatches) -> list[list[torch.Tensor]]:
+def guided_patches(model: Model, tp: TopPatches, *, batch_size: int = 16) -> list[list[torch.Tensor]]:
     """The guided-backpropagation image (Springenberg et al. 2015) of every top unit, cropped like its patch.
 
-    Each is ``3 x h x w``, scaled for display to [0, 1] with zero at 0.5.
+    Units go through :func:`~convlens.attribute.gradients.guided_units` ``batch_size`` at a time (one backward
+    pass per batch, not per unit). Each is ``3 x h x w`` scaled for display by the shared
+    :func:`~convlens.show.figures.display_signed` (zero at 0.5, 99th percentile of ``|g|`` at 0 / 1).
     """
-    from ..core.taps import Tap, backward_rule
+    from ..attribute.gradients import guided_units
+    from ..show.figures import display_signed
 
-    rows = []
-    for c, patches in zip(tp.channels, tp.patches):
-        row = []
-        for p in patches:
-            x = model.preprocess.to_tensor(p.file)[None].to(model.device).requires_grad_(True)
-            with backward_rule("guided", model, strict=False), Tap(model, tp.layer, stop=True) as tap:
-                tap.run(x)
-                tap.outputs[tp.layer][0, c, p.y, p.x].backward()
-            g = x.grad[0].detach().cpu()  # type: ignore[index]
+    flat = [(i, j, c, p) for i, (c, ps) in enumerate(zip(tp.channels, tp.patches)) for j, p in enumerate(ps)]
+    rows: list[list[torch.Tensor]] = [[torch.empty(0)] * len(ps) for ps in tp.patches]
+    cache: dict[Path, torch.Tensor] = {}
+    for s in range(0, len(flat), batch_size):
+        part = flat[s:s + batch_size]
+        for *_, p in part:
+            if p.file not in cache:
+                cache[p.file] = model.preprocess.to_tensor(p.file)
+        x = torch.stack([cache[p.file] for *_, p in part])
+        g = guided_units(model, tp.layer, x, [c for _, _, c, _ in part], [p.y for *_, p in part],
+                         [p.x for *_, p in part]).cpu()
+        for n, (i, j, _, p) in enumerate(part):
             x0, y0, x1, y1 = p.box
-            g = g[:, y0:y1, x0:x1]
-            row.append((0.5 + 0.5 * g / g.abs().max().clamp_min(1e-12)).clamp(0, 1))
-        rows.append(row)
+            rows[i][j] = display_signed(g[n, :, y0:y1, x0:x1])
     return rows

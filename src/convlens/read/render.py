@@ -99,7 +99,10 @@ def activations_figure(acts: ActivationMaps, *, max_channels: int = 256, tile_px
     h, w = acts.maps.shape[-2:]
     note = (f"{acts.layer}: {acts.channels} channels of {h}x{w}"
             + (f" (first {max_channels})" if acts.channels > max_channels else "")
-            + f"; {int(dead.sum())} all-zero (red frame); each map scaled to its own max")
+            + (f"; {int(dead.sum())} all-zero (red frame)" if acts.rectified else
+               f"; linear (not rectified) layer: {int(acts.nonpositive[:max_channels].sum())} maps nowhere "
+               "positive, which is not 'dead' here")
+            + "; each map scaled to its own max")
     inp = fit(to_rgb(acts.pixels), input_px)
     return side_by_side([(inp, "input"), (g, note)], caption_size=12)
 

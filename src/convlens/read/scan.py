@@ -507,6 +507,22 @@ def feature_layer(model: Model) -> str:
 _RECTIFIERS = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Hardtanh, torch.nn.LeakyReLU, torch.nn.ELU)
 
 
+def last_rectifier(model: Model, layer: str) -> torch.nn.Module | None:
+    """The rectifier module whose output ``layer`` is: the layer itself (ReLU, ReLU6, ...) or its last
+    sub-module (a Conv-BN-ReLU block); None when the layer's output is linear."""
+    mod = model.layers.modules.get(layer)
+    if mod is None:
+        return None
+    last = list(mod.modules())[-1]
+    return last if isinstance(last, _RECTIFIERS) else None
+
+
+def is_rectified(model: Model, layer: str) -> bool:
+    """Whether ``layer``'s output has passed a rectifier (see :func:`last_rectifier`). Only there does "never
+    positive" mean a dead unit."""
+    return last_rectifier(model, layer) is not None
+
+
 def dead_unit_layers(model: Model) -> list[str]:
     """Every spatial layer that is a rectifier module (ReLU, ReLU6, ...): where "never fires" has a meaning.
 

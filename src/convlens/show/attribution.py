@@ -31,18 +31,35 @@ def _clip(m: np.ndarray, q: float = 99.5) -> np.ndarray:
     return np.clip((m - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(m)
 
 
-def map_panel(image: ArrayLike, saliency: ArrayLike, method: str, raw: torch.Tensor | None = None) -> Image.Image:
+def map_panel(image: ArrayLike, saliency: ArrayLike, method: str, raw: torch.Tensor | None = None, *,
+              colorbar: bool = True) -> Image.Image:
     """One method's panel: coarse maps (Grad-CAM, occlusion) over the photo; pixel maps on their own --
-    the raw ``3 x H x W`` attribution as colour when given (the DeconvNet / guided backprop look), else the
-    map in gray, clipped at its 99.5th percentile so a few extreme pixels do not hide the rest."""
+    the raw ``3 x H x W`` attribution as colour when given (the DeconvNet / guided backprop look, scaled by the
+    shared :func:`~convlens.show.figures.display_signed`), else the map in gray, clipped at its 99.5th percentile
+    so a few extreme pixels do not hide the rest. Every heat map gets a colour bar in its units (:data:`UNITS`:
+    probability drop, gradient magnitude, class score), so a 0.09 drop is not painted like a collapse."""
     m = saliency.detach().float().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency)
     if method in OVERLAY_METHODS:
-        return heatmap_overlay(image, np.clip(m, 0, None), alpha=0.5, cmap="jet")
+        m = np.clip(m, 0, None)
+        if not colorbar:
+            return heatmap_overlay(image, m, alpha=0.5, cmap="jet")
+        photo = to_rgb(image)
+        return overlay_with_colorbar(photo, m, (0, 0, photo.width, photo.height), method=method)
     if raw is not None:
-        r = raw.detach().float().cpu()
-        r = r / (3 * r.std().clamp(min=1e-12)) * 0.5 + 0.5  # Springenberg et al.'s normalisation for display
-        return to_rgb(r.clamp(0, 1))
-    return to_rgb(_clip(m))
+        from .figures import display_signed
+
+        return to_rgb(display_signed(raw))  # the one guided / DeconvNet display scaling
+    panel = to_rgb(_clip(m))
+    if not colorbar:
+        return panel
+    lo, hi = float(m.min()), float(np.percentile(m, 99.5))
+    if hi <= lo:
+        hi = lo + 1.0
+    bar = _colorbar(panel.height, lo, hi, UNITS.get(method, method), "gray")
+    out = Image.new("RGB", (panel.width + bar.width, panel.height), (255, 255, 255))
+    out.paste(panel, (0, 0))
+    out.paste(bar, (panel.width, 0))
+    return out
 
 
 def saliency_figure(image: ArrayLike, panels: Sequence[tuple[str, ArrayLike, torch.Tensor | None]], *,
@@ -50,7 +67,9 @@ def saliency_figure(image: ArrayLike, panels: Sequence[tuple[str, ArrayLike, tor
     """The photo followed by one panel per ``(method, map, raw-or-None)``, captions underneath."""
     items: list[tuple[ArrayLike, str]] = [(to_rgb(image), "input")]
     for method, m, raw in panels:
-        items.append((map_panel(image, m, method, raw), LABELS.get(method, method)))
+        label = LABELS.get(method, method) + (" (signed, grey = 0; 99th pct of |g| at full colour)"
+                                              if raw is not None else "")
+        items.append((map_panel(image, m, method, raw), label))
     return side_by_side(items, height=height, title_text=title_text, caption_size=12)
 
 

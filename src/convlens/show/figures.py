@@ -415,16 +415,33 @@ def bar_chart(values: Sequence[float], names: Sequence[str], *, title_text: str 
     return figure_to_image(fig, dpi)
 
 
+# -- signed gradients for display ---------------------------------------------------------------------------
+def display_signed(g: torch.Tensor, *, percentile: float = 99.0) -> torch.Tensor:
+    """A signed ``3 x h x w`` gradient (guided backprop, DeconvNet) for display in [0, 1]: zero at grey 0.5,
+    ``+-`` the ``percentile``-th percentile of ``|g|`` at 0 and 1 (brighter values clip).
+
+    The one normalisation every guided / DeconvNet picture uses (saliency figures, ``top-patches --guided``, the
+    microscope, the tour). A percentile instead of ``max |g|`` keeps one outlier pixel from greying out the rest.
+    """
+    g = g.detach().float().cpu()
+    a = g.abs().flatten()
+    if a.numel() == 0:
+        return g
+    s = float(torch.quantile(a[:16_777_216], percentile / 100.0))
+    if not s > 0:
+        s = float(a.max())
+    return (0.5 + 0.5 * g / s).clamp(0, 1) if s > 0 else torch.full_like(g, 0.5)
+
+
 # -- saving ------------------------------------------------------------------------------------------------
-def save(image: Image.Image, path: str | Path, *, max_kb: int | None = None) -> Path:
-    """Write a PNG (optimised), atomically. With ``max_kb``, shrink it step by step until it is under that size."""
+def save(image: Image.Image, path: str | Path) -> Path:
+    """Write a lossless, optimised PNG at the image's own resolution, atomically.
+
+    A figure is never resized to meet a file-size budget: shrinking it silently made photos in mosaics unreadable
+    and cut labels. Size is a matter of format and compression (PNG ``optimize``, zlib level 9), not of pixels.
+    """
     from ..results import write_bytes
 
-    path = Path(path)
-    img = image.convert("RGB")
-    while True:
-        buf = io.BytesIO()
-        img.save(buf, format="PNG", optimize=True)
-        if max_kb is None or buf.tell() <= max_kb * 1024 or min(img.size) < 64:
-            return write_bytes(path, buf.getvalue())
-        img = img.resize((round(img.width * 0.85), round(img.height * 0.85)), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="PNG", optimize=True, compress_level=9)
+    return write_bytes(Path(path), buf.getvalue())

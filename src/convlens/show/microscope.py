@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..attribute.gradients import guided_units
 from ..core.cache import cache_key
-from ..core.taps import Tap, backward_rule
 from ..errors import UserError
 from ..models import Model
 from ..read.dataset import Dataset, load_dataset
@@ -104,24 +104,6 @@ def default_layers(model: Model, n: int = 3) -> list[str]:
     return model.layers.spread(n)
 
 
-def guided_units(model: Model, layer: str, pixels: torch.Tensor, channels: Sequence[int], ys: Sequence[int],
-                 xs: Sequence[int]) -> torch.Tensor:
-    """Guided-backprop image (Springenberg et al. 2015) of one unit per image: ``d act[b, c_b, y_b, x_b] / d pixels``.
-
-    All images go through in one batch (images of a batch are independent in eval mode). Returns ``(B, 3, H, W)``.
-    """
-    x = pixels.detach().clone().requires_grad_(True)
-    b = torch.arange(len(channels))
-    with torch.enable_grad(), backward_rule("guided", model, strict=False), Tap(model, layer, stop=True) as tap:
-        tap.run(x)
-        a = tap.outputs[layer]
-        if a.dim() == 2:
-            a = a[:, :, None, None]
-        sel = a[b, torch.as_tensor(list(channels)), torch.as_tensor(list(ys)), torch.as_tensor(list(xs))]
-        (grad,) = torch.autograd.grad(sel.sum(), x)
-    return grad.detach()
-
-
 def _conv_for(model: Model, layer: str, channels: int) -> tuple[str, nn.Conv2d] | None:
     """The convolution whose output channels are this layer's (the layer itself, or the last one inside it)."""
     module = model.layer(layer)
@@ -155,10 +137,8 @@ def channel_weights_image(conv: nn.Conv2d, c: int, *, size: int = 120) -> tuple[
 
 
 def display_gradient(g: torch.Tensor) -> torch.Tensor:
-    """A gradient crop ``3xhxw`` for display: centred at grey, contrast by its standard deviation."""
-    g = g - g.mean()
-    s = g.std()
-    return (0.5 + 0.15 * g / s).clamp(0, 1) if s > 0 else torch.full_like(g, 0.5)
+    """A gradient crop ``3xhxw`` for display: the shared :func:`convlens.show.figures.display_signed`."""
+    return F.display_signed(g)
 
 
 def _dataset_key(model: Model, ds: Dataset, layers: list[str], k: int, bins: tuple[float, float]) -> str:
