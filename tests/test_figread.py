@@ -113,3 +113,46 @@ def test_saliency_guided_is_one_prediction_and_one_pass(tiny, tiny_module, tmp_p
 
     x = tiny.load(photo)
     assert np.allclose(m, saliency(tiny, x, "guided", doc["target"])[0].numpy(), atol=1e-6)
+
+
+def test_topk_ranks_saturated_ties_by_the_map_mean() -> None:
+    from convlens.read.reducers import BatchMeta, TopK
+
+    torch.manual_seed(0)
+    # 6 images, one channel, every map saturates at 6.0 somewhere (ReLU6); their means differ
+    a = torch.rand(6, 1, 4, 4) * 3
+    a[:, 0, 1, 1] = 6.0
+    a[:, 0, :2] = a[:, 0, :2] + torch.arange(6.0)[:, None, None] * 0.2  # image i: larger mean for larger i
+    a = a.clamp(max=6.0)
+    r = TopK("l", k=4)
+    ids = np.arange(6)
+    r.update({"l": a[:3]}, BatchMeta(ids[:3], [Path(f"{i}.png") for i in range(3)], None, a[:3]))
+    r.update({"l": a[3:]}, BatchMeta(ids[3:], [Path(f"{i}.png") for i in range(3, 6)], None, a[3:]))
+    res = r.result()
+    assert (res.values == 6.0).all()
+    means = a.flatten(1).mean(1)
+    assert res.ids[0].tolist() == means.argsort(descending=True)[:4].tolist()  # not file order 0, 1, 2, 3
+    assert res.means is not None and np.allclose(res.means[0], means.sort(descending=True).values[:4].numpy())
+    assert res.ties.tolist() == [4]
+    b = torch.arange(6.0)[:, None, None, None].expand(6, 1, 2, 2).contiguous()  # distinct maxima: no ties
+    r2 = TopK("l", k=3)
+    r2.update({"l": b}, BatchMeta(ids, [Path(f"{i}.png") for i in range(6)], None, b))
+    assert r2.result().ids[0].tolist() == [5, 4, 3] and r2.result().ties.tolist() == [0]
+
+
+def test_grid_wraps_long_labels_instead_of_cutting_them() -> None:
+    from convlens.show.figures import _fit_label, font, grid
+
+    label = "African elephant -> hippopotamus"
+    text = _fit_label(label, font(11), 80)
+    assert text.replace("\n", " ") == label and "\n" in text
+    g1 = grid([Image.new("RGB", (80, 80))] * 2, labels=["a", "b"], cell=80, label_size=11)
+    g2 = grid([Image.new("RGB", (80, 80))] * 2, labels=[label, "b"], cell=80, label_size=11)
+    assert g2.width == g1.width and g2.height > g1.height  # room for the wrapped lines
+
+
+def test_unit_layers_are_rectified(tiny) -> None:
+    from convlens.read.scan import is_rectified, unit_layers
+
+    picks = unit_layers(tiny, 3)
+    assert picks and all(is_rectified(tiny, n) for n in picks)

@@ -165,11 +165,19 @@ def attack_cmd(run, images: tuple[str, ...], method: str, eps: str, alpha: str |
         shown = None if tr.transfer_rate is None else round(tr.transfer_rate, 4)
         click.echo(f"{'transfer to ' + tr.model:<24} {shown}")
         extra["transfer"] = tr
-    idx = attacked.nonzero().flatten()[:4]
+    fooled_ = attacked & ((rep.adv_pred == target) if target is not None else (rep.adv_pred != rep.labels))
+    idx = fooled_.nonzero().flatten()[:4]  # examples are fooled images only; the title says how many there were
     if idx.numel():
+        with torch.no_grad():
+            pc = model(x[idx]).softmax(-1).gather(1, rep.clean_pred[idx].view(-1, 1))[:, 0].tolist()
+            pa = model(rep.adversarial[idx]).softmax(-1).gather(1, rep.adv_pred[idx].view(-1, 1))[:, 0].tolist()
         fig = attack_examples(x[idx], rep.adversarial[idx], [model.label(int(rep.clean_pred[i])) for i in idx],
-                              [model.label(int(rep.adv_pred[i])) for i in idx])
+                              [model.label(int(rep.adv_pred[i])) for i in idx], clean_probs=pc, adv_probs=pa,
+                              title_text=f"{method} eps={eps}: {int(fooled_.sum())} of {n_att} attacked images "
+                                         f"fooled; {int(idx.numel())} shown")
         save(fig, run.out / "examples.png")
+    else:
+        click.echo(f"no image was fooled ({n_att} attacked): examples.png not written", err=True)
     run.save({"attack": summary, **extra}, labels="LABELS.csv" if labels is not None else "model predictions",
              files=len(files), skipped=skipped, saved_png=png_info,
              outputs=[{"file": str(f), "output": f"images/{n}"} for f, n in zip(files, names)])

@@ -163,7 +163,8 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
 @_DATASET
 @model_options("top-patches")
 @cluster_options
-@click.option("--layer", "-l", required=True, help="A layer with a spatial map.")
+@click.option("--layer", "-l", default=None,
+              help="A layer with a spatial map [default: a rectified layer mid-depth, from the layer index].")
 @click.option("--channels", "-c", default="0-15", show_default=True, help="Channels, e.g. 0-15 or 3,7,9.")
 @click.option("--k", type=COUNT, default=9, show_default=True, help="Patches per channel.")
 @click.option("--guided", is_flag=True, help="Beside each patch, its unit's guided-backprop image.")
@@ -173,10 +174,16 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
 @click.option("--count", type=COUNT, default=8, show_default=True, help="With --direction: directions of each kind.")
 @_LIMIT
 @_CACHE
-def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided: bool,
+def top_patches_cmd(run, dataset: str, layer: str | None, channels: str, k: int, guided: bool,
                     directions: tuple[str, ...], count: int, limit: int | None, cache_dir: str | None) -> None:
     """For each channel, the k dataset patches that activate it most, cropped to the unit's receptive field."""
     model = run.model
+    if layer is None:
+        from ..read.scan import unit_layers
+
+        picks = unit_layers(model, 3)
+        layer = picks[len(picks) // 2]
+        click.echo(f"layer: {layer} (rectified, mid-depth; --layer to choose)", err=True)
     info = model.layers[layer]
     chans = parse_range(channels, info.channels if info.spatial else None)
     if directions:
@@ -187,10 +194,11 @@ def top_patches_cmd(run, dataset: str, layer: str, channels: str, k: int, guided
     if guided:
         g = [[render.to_rgb(t) for t in row] for row in guided_patches(model, tp)]
     save(render.top_patches_figure(tp, guided=g), run.out / "top_patches.png")
-    run.save({"layer": layer, "receptive_field": list(tp.rf_size), "channels": [
-        {"channel": c, "patches": [{"file": str(p.file), "value": p.value, "box": list(p.box), "unit": [p.y, p.x],
-                                    "clipped": p.clipped} for p in ps]}
-        for c, ps in zip(tp.channels, tp.patches)]})
+    run.save({"layer": layer, "receptive_field": list(tp.rf_size), "ties_ranked_by": tp.secondary, "channels": [
+        {"channel": c, "tied": t, "patches": [{"file": str(p.file), "value": p.value, "mean": p.mean,
+                                              "box": list(p.box), "unit": [p.y, p.x], "clipped": p.clipped}
+                                             for p in ps]}
+        for c, ps, t in zip(tp.channels, tp.patches, tp.ties or [0] * len(tp.channels))]})
 
 
 @main.command("receptive-field")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import UserError
@@ -36,6 +37,7 @@ class Patch:
     full: tuple[int, int, int, int]
     clipped: bool
     pixels: torch.Tensor = field(repr=False)
+    mean: float | None = None  # the channel's mean over this image's map: the key that ranks equal maxima
 
 
 @dataclass
@@ -46,6 +48,9 @@ class TopPatches:
     channels: list[int]
     patches: list[list[Patch]]
     rf_size: tuple[float, float]
+    ties: list[int] = field(default_factory=list)
+    """Per channel, how many of its top patches share their maximum with another (ranked by ``secondary``)."""
+    secondary: str = TopKResult.SECONDARY
 
 
 def crop_patches(model: Model, top: TopKResult) -> TopPatches:
@@ -67,10 +72,11 @@ def crop_patches(model: Model, top: TopKResult) -> TopPatches:
             box = rf.box(y, x, h, w)
             full = (0, 0, w, h) if rf.whole else rf.unclipped(y, x)
             x0, y0, x1, y1 = box
+            mean = None if top.means is None or np.isnan(top.means[c, j]) else float(top.means[c, j])
             row.append(Patch(top.file_of(image_id), float(top.values[c, j]), y, x, box, full, box != full,
-                             cache[image_id][:, y0:y1, x0:x1].clone()))
+                             cache[image_id][:, y0:y1, x0:x1].clone(), mean))
         rows.append(row)
-    return TopPatches(top.layer, [int(c) for c in top.channels], rows, rf.size)
+    return TopPatches(top.layer, [int(c) for c in top.channels], rows, rf.size, [int(t) for t in top.ties])
 
 
 def top_patches(model: Model, dataset: str | Path | Dataset | Sequence[str | Path], layer: str, *,

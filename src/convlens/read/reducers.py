@@ -239,8 +239,11 @@ class TopKResult:
 
     ``values``, ``ids``, ``y``, ``x`` are ``(C, k)`` arrays: for channel ``channels[c]``, its ``j``-th strongest
     image is ``ids[c, j]`` (a dataset id; ``files`` is indexed by id through ``file_of``), with maximum value
-    ``values[c, j]`` at map position ``(y, x)``. Ties are broken by the lower image id. Missing entries (fewer
-    than k images seen) have id ``-1``.
+    ``values[c, j]`` at map position ``(y, x)``. Equal maxima -- common on a saturating layer (ReLU6 at 6.00)
+    -- are ranked by ``means[c, j]``, the channel's mean activation over that image's map (how much of the
+    image drives it), then by the lower image id; ``ties[c]`` counts the entries that share the k-th value with
+    another, i.e. how many of the top k were ranked by the secondary key. Missing entries (fewer than k images
+    seen) have id ``-1``.
     """
 
     layer: str
@@ -251,6 +254,20 @@ class TopKResult:
     x: np.ndarray
     map_size: tuple[int, int]
     files: dict[int, Path] = field(default_factory=dict)
+    means: np.ndarray | None = None
+
+    SECONDARY = "mean activation of the channel over the image's map"
+    """How equal maxima are ranked (written to result.json and figures)."""
+
+    @property
+    def ties(self) -> np.ndarray:
+        """Per channel, how many of its top-k entries have a maximum equal to another entry's."""
+        out = np.zeros(len(self.channels), np.int64)
+        for c in range(len(self.channels)):
+            v = self.values[c][self.ids[c] >= 0]
+            _, inv, counts = np.unique(v, return_inverse=True, return_counts=True)
+            out[c] = int((counts[inv] > 1).sum())
+        return out
 
     def file_of(self, image_id: int) -> Path:
         return self.files[int(image_id)]
@@ -273,6 +290,7 @@ class TopK(Reducer):
         self._v: torch.Tensor | None = None
         self._i: torch.Tensor | None = None
         self._p: torch.Tensor | None = None
+        self._m: torch.Tensor | None = None  # secondary key: the channel's mean over the map
         self._w = 1
         self._hw = (1, 1)
         self._files: dict[int, Path] = {}
@@ -286,20 +304,27 @@ class TopK(Reducer):
             a = a[:, self.channels]
         self._hw = (int(a.shape[2]), int(a.shape[3]))
         self._w = int(a.shape[3])
-        vals, pos = a.flatten(2).float().max(-1)  # (B, C)
+        flat = a.flatten(2).float()
+        vals, pos = flat.max(-1)  # (B, C)
         ids = torch.as_tensor(meta.ids, dtype=torch.int64)[:, None].expand_as(vals)
-        self._fold(vals.t().cpu(), ids.t().contiguous(), pos.t().cpu())
+        self._fold(vals.t().cpu(), ids.t().contiguous(), pos.t().cpu(), flat.mean(-1).t().cpu())
         for i, f in zip(meta.ids, meta.files):
             self._files[int(i)] = Path(f)
         self._prune_files()
 
-    def _fold(self, v: torch.Tensor, i: torch.Tensor, p: torch.Tensor) -> None:
+    def _fold(self, v: torch.Tensor, i: torch.Tensor, p: torch.Tensor, m: torch.Tensor | None = None) -> None:
+        m = torch.zeros_like(v) if m is None else m
         if self._v is not None and self._i is not None and self._p is not None:
+            old_m = self._m if self._m is not None else torch.zeros_like(self._v)
             v, i, p = torch.cat([self._v, v], 1), torch.cat([self._i, i], 1), torch.cat([self._p, p], 1)
-        o = torch.sort(i, dim=1, stable=True).indices  # tie-break: lower id first
-        v, i, p = v.gather(1, o), i.gather(1, o), p.gather(1, o)
+            m = torch.cat([old_m, m], 1)
+        # rank by the maximum; equal maxima (a saturating layer) by the mean over the map; then the lower id
+        o = torch.sort(i, dim=1, stable=True).indices
+        v, i, p, m = v.gather(1, o), i.gather(1, o), p.gather(1, o), m.gather(1, o)
+        o = torch.sort(m, dim=1, descending=True, stable=True).indices
+        v, i, p, m = v.gather(1, o), i.gather(1, o), p.gather(1, o), m.gather(1, o)
         o = torch.sort(v, dim=1, descending=True, stable=True).indices[:, : self.k]
-        self._v, self._i, self._p = v.gather(1, o), i.gather(1, o), p.gather(1, o)
+        self._v, self._i, self._p, self._m = v.gather(1, o), i.gather(1, o), p.gather(1, o), m.gather(1, o)
 
     def _prune_files(self) -> None:
         assert self._i is not None
@@ -313,9 +338,10 @@ class TopK(Reducer):
         if other._v is not None and other._i is not None and other._p is not None:
             if self._v is None:
                 self._v, self._i, self._p = other._v.clone(), other._i.clone(), other._p.clone()
+                self._m = None if other._m is None else other._m.clone()
                 self._hw, self._w = other._hw, other._w
             else:
-                self._fold(other._v, other._i, other._p)
+                self._fold(other._v, other._i, other._p, other._m)
             self._files.update(other._files)
             self._prune_files()
         return self
@@ -328,10 +354,13 @@ class TopK(Reducer):
         ids = np.full((c, self.k), -1, np.int64)
         pos = np.zeros((c, self.k), np.int64)
         values[:, :k], ids[:, :k], pos[:, :k] = self._v.numpy(), self._i.numpy(), self._p.numpy()
+        means = np.full((c, self.k), np.nan, np.float32)
+        if self._m is not None:
+            means[:, :k] = self._m.numpy()
         chans = np.arange(c) if self.channels is None else np.asarray(self.channels)
         keep = set(ids.flatten().tolist())
         return TopKResult(self.layers[0], chans, values, ids, pos // self._w, pos % self._w, self._hw,
-                          {k_: f for k_, f in self._files.items() if k_ in keep})
+                          {k_: f for k_, f in self._files.items() if k_ in keep}, means)
 
 
 # -- dead units -----------------------------------------------------------------------------------------------------

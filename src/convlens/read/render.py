@@ -178,14 +178,22 @@ def top_patches_figure(tp: TopPatches, *, patch_px: int = 64, guided: Sequence[S
             tiles.append(t)
             if guided is not None:
                 tiles.append(guided[r][j].resize((patch_px, patch_px)))
-        labels = [f"{p.value:.2f}" for p in patches for _ in range(2 if guided is not None else 1)]
+        tied = tp.ties[r] if r < len(tp.ties) else 0
+        labels = [(f"{p.value:.2f}" + (f" m{p.mean:.2f}" if tied and p.mean is not None else ""))
+                  if i == 0 else "guided" for p in patches for i in range(2 if guided is not None else 1)]
         g = grid(tiles, ncols=len(tiles), labels=labels, label_size=9, pad=2)
         lab = Image.new("RGB", (46, g.height), (255, 255, 255))
         ImageDraw.Draw(lab).text((4, g.height // 2 - 8), f"ch {c}", fill=(0, 0, 0), font=font(11, True))
         rows.append(side_by_side([lab, g], pad=0))
     body = stack(rows, pad=1)
-    return title(body, f"{tp.layer}: top {max(len(p) for p in tp.patches)} patches per channel, "
-                       f"cropped to the {side_h}x{side_w} receptive field (red corner: clipped at the border)", size=13)
+    head = (f"{tp.layer}: top {max(len(p) for p in tp.patches)} patches per channel, "
+            f"cropped to the {side_h}x{side_w} receptive field (red corner: clipped at the border)")
+    if any(tp.ties):
+        head += (f"\n{sum(tp.ties)} patches share their maximum with another (a saturating layer): equal maxima "
+                 f"ranked by the {tp.secondary} ('m' value)")
+    if guided is not None:
+        head += "\nguided backprop: signed, grey = 0, 99th percentile of |g| = full contrast"
+    return title(body, head, size=13)
 
 
 def receptive_field_figure(erf: EmpiricalRF, images: torch.Tensor, *, px: int = 200, show: int = 4) -> Image.Image:

@@ -64,7 +64,8 @@ from .checkpoint import ScanCheckpoint, scan_key
 from .dataset import Dataset, load_dataset
 from .reducers import BatchMeta, Reducer
 
-__all__ = ["ScanResult", "choose_batch_size", "dead_unit_layers", "feature_layer", "reduce_shard", "scan"]
+__all__ = ["ScanResult", "choose_batch_size", "dead_unit_layers", "feature_layer", "is_rectified", "reduce_shard", "scan",
+           "unit_layers"]
 
 _BATCH_CACHE: dict[tuple, int] = {}
 DEFAULT_BATCH = 16
@@ -521,6 +522,23 @@ def is_rectified(model: Model, layer: str) -> bool:
     """Whether ``layer``'s output has passed a rectifier (see :func:`last_rectifier`). Only there does "never
     positive" mean a dead unit."""
     return last_rectifier(model, layer) is not None
+
+
+def unit_layers(model: Model, n: int = 3) -> list[str]:
+    """Default layers whose single units mean something (top patches, the microscope): for each of ``n`` stage
+    outputs spread over the depth (:meth:`~convlens.models.layers.LayerIndex.spread`), the last rectified
+    spatial layer at or before it -- in an inverted-residual network the stage output is a linear projection,
+    where a unit's sign is arbitrary and "dead" meaningless. A stage with no rectifier before it (a network
+    without rectifiers) keeps its output."""
+    order = model.layers.names()
+    rect = [order.index(i.name) for i in model.layers.spatial() if is_rectified(model, i.name)]
+    out: list[str] = []
+    for stage in model.layers.spread(n):
+        before = [k for k in rect if k <= order.index(stage)]
+        pick = order[max(before)] if before else stage
+        if pick not in out:
+            out.append(pick)
+    return out
 
 
 def dead_unit_layers(model: Model) -> list[str]:

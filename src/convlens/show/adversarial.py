@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from .figures import grid, side_by_side, stack, to_rgb
+from .figures import grid, side_by_side, stack, title, to_rgb
 
 __all__ = ["attack_examples", "fooling_figure", "magnify", "universal_figure"]
 
@@ -69,10 +69,18 @@ def universal_figure(perturbation: torch.Tensor, examples: Sequence[torch.Tensor
 
 
 def attack_examples(clean: torch.Tensor, adversarial: torch.Tensor, clean_labels: Sequence[str],
-                    adv_labels: Sequence[str], *, factor: float = 10.0, cell: int = 150) -> Image.Image:
-    """Rows of (clean, perturbation x``factor``, adversarial) with their predicted classes."""
+                    adv_labels: Sequence[str], *, clean_probs: Sequence[float] | None = None,
+                    adv_probs: Sequence[float] | None = None, title_text: str | None = None,
+                    factor: float = 10.0, cell: int = 150) -> Image.Image:
+    """Rows of (clean, perturbation x``factor``, adversarial), each photo captioned with its predicted class and,
+    when given, the model's confidence in it (``clean_probs`` / ``adv_probs``); ``title_text`` over the grid
+    (e.g. how many of the attacked images were fooled)."""
     pics, caps = [], []
-    for c, a, cl, al in zip(clean, adversarial, clean_labels, adv_labels):
+    cp = list(clean_probs) if clean_probs is not None else [None] * len(clean_labels)
+    ap = list(adv_probs) if adv_probs is not None else [None] * len(adv_labels)
+    for c, a, cl, al, pc, pa in zip(clean, adversarial, clean_labels, adv_labels, cp, ap):
         pics += [to_rgb(c), to_rgb(magnify(a - c, factor)), to_rgb(a)]
-        caps += [cl, f"x{factor:g}", al]
-    return grid(pics, ncols=3, labels=caps, cell=cell, label_size=11, pad=4)
+        caps += [f"clean: {cl}" + (f" p={pc:.2f}" if pc is not None else ""), f"perturbation x{factor:g}",
+                 f"adversarial: {al}" + (f" p={pa:.2f}" if pa is not None else "")]
+    g = grid(pics, ncols=3, labels=caps, cell=cell, label_size=11, pad=4)
+    return title(g, title_text, size=13) if title_text else g

@@ -93,6 +93,21 @@ def _wrap(text: str, fnt: Any, width: int) -> str:
     return "\n".join(lines)
 
 
+def _fit_label(text: str, fnt: Any, width: int, max_lines: int = 3) -> str:
+    """A cell label wrapped onto at most ``max_lines`` lines of ``width`` pixels; only a word that cannot fit
+    even on its own line (or a fourth line) is shortened, with an ellipsis."""
+    lines = _wrap(text, fnt, width).split("\n")
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] += "…"
+    out = []
+    for line in lines:
+        while len(line) > 1 and _text_size(line, fnt)[0] > width:
+            line = line[:-2] + "…"
+        out.append(line)
+    return "\n".join(out)
+
+
 # -- conversions -------------------------------------------------------------------------------------------
 def _numpy(x: ArrayLike) -> np.ndarray:
     if isinstance(x, Image.Image):
@@ -219,7 +234,10 @@ def grid(images: Sequence[ArrayLike], ncols: int | None = None, labels: Sequence
     nrows = math.ceil(n / ncols)
     cw, ch = max(p.width for p in pics), max(p.height for p in pics)
     fnt = font(label_size)
-    lh = (_text_size("Ag", fnt)[1] + 4) if labels else 0
+    cw0 = max(p.width for p in pics)
+    texts = [_fit_label(str(t), fnt, cw0 + pad) if t else "" for t in labels] if labels is not None else None
+    lines = max((t.count("\n") + 1 for t in texts if t), default=1) if texts else 0
+    lh = (_text_size("\n".join(["Ag"] * lines), fnt)[1] + 4) if texts else 0
     W = ncols * cw + (ncols + 1) * pad
     H = nrows * (ch + lh) + (nrows + 1) * pad
     canvas = Image.new("RGB", (W, H), background)
@@ -231,12 +249,10 @@ def grid(images: Sequence[ArrayLike], ncols: int | None = None, labels: Sequence
         canvas.paste(p, (x0 + (cw - p.width) // 2, y0 + (ch - p.height) // 2))
         if marks is not None and i < len(marks) and marks[i]:
             draw.rectangle([x0, y0, x0 + cw - 1, y0 + ch - 1], outline=mark_color, width=max(1, pad))
-        if labels is not None and i < len(labels) and labels[i]:
-            text = str(labels[i])
-            while len(text) > 1 and _text_size(text, fnt)[0] > cw + pad:
-                text = text[:-2] + "…"
-            tw = _text_size(text, fnt)[0]
-            draw.text((x0 + (cw - tw) // 2, y0 + ch + 1), text, fill=label_color, font=fnt)
+        if texts is not None and i < len(texts) and texts[i]:
+            tw = _text_size(texts[i], fnt)[0]
+            draw.multiline_text((x0 + (cw - tw) // 2, y0 + ch + 1), texts[i], fill=label_color, font=fnt,
+                                align="center")
     return canvas
 
 

@@ -100,8 +100,11 @@ class MicroscopeSite:
 # helpers
 # --------------------------------------------------------------------------------------------------------------
 def default_layers(model: Model, n: int = 3) -> list[str]:
-    """``n`` stage outputs spread over the depth (:meth:`~convlens.models.layers.LayerIndex.spread`)."""
-    return model.layers.spread(n)
+    """``n`` layers spread over the depth whose single units mean something: the last rectified layer at or before
+    each stage output (:func:`~convlens.read.scan.unit_layers`), not an inverted-residual block's linear output."""
+    from ..read.scan import unit_layers
+
+    return unit_layers(model, n)
 
 
 def _conv_for(model: Model, layer: str, channels: int) -> tuple[str, nn.Conv2d] | None:
