@@ -114,9 +114,13 @@ def test_channel_weights_image_kinds() -> None:
 
 
 def test_default_layers(tiny, lite0) -> None:  # noqa: ANN001
-    assert default_layers(lite0) == ["blocks.1", "blocks.3", "blocks.5"]
+    from convlens.read.scan import is_rectified
+
+    # the rectified layer ending each of three stages, not the stage's linear projection
+    assert default_layers(lite0) == ["blocks.1.1.bn2", "blocks.3.2.bn2", "blocks.5.3.bn2"]
+    assert all(is_rectified(lite0, p) for p in default_layers(lite0)) and not is_rectified(lite0, "blocks.3")
     picks = default_layers(tiny)
-    assert len(picks) == 3 and all(tiny.layers[p].spatial for p in picks)
+    assert picks and all(tiny.layers[p].spatial and is_rectified(tiny, p) for p in picks)
 
 
 def test_microscope_site_escapes_and_resumes(tiny, tmp_path: Path) -> None:  # noqa: ANN001

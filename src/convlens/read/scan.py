@@ -65,7 +65,7 @@ from .dataset import Dataset, load_dataset
 from .reducers import BatchMeta, Reducer
 
 __all__ = ["ScanResult", "choose_batch_size", "dead_unit_layers", "feature_layer", "is_rectified", "reduce_shard", "scan",
-           "unit_layers"]
+           "unit_layer_at", "unit_layers"]
 
 _BATCH_CACHE: dict[tuple, int] = {}
 DEFAULT_BATCH = 16
@@ -524,21 +524,20 @@ def is_rectified(model: Model, layer: str) -> bool:
     return last_rectifier(model, layer) is not None
 
 
-def unit_layers(model: Model, n: int = 3) -> list[str]:
-    """Default layers whose single units mean something (top patches, the microscope): for each of ``n`` stage
-    outputs spread over the depth (:meth:`~convlens.models.layers.LayerIndex.spread`), the last rectified
-    spatial layer at or before it -- in an inverted-residual network the stage output is a linear projection,
-    where a unit's sign is arbitrary and "dead" meaningless. A stage with no rectifier before it (a network
-    without rectifiers) keeps its output."""
+def unit_layer_at(model: Model, layer: str) -> str:
+    """The last rectified spatial layer at or before ``layer`` (``layer`` itself when none is): where single units
+    mean something -- in an inverted-residual network a stage output is a linear projection, where a unit's sign
+    is arbitrary and "dead" meaningless."""
     order = model.layers.names()
-    rect = [order.index(i.name) for i in model.layers.spatial() if is_rectified(model, i.name)]
-    out: list[str] = []
-    for stage in model.layers.spread(n):
-        before = [k for k in rect if k <= order.index(stage)]
-        pick = order[max(before)] if before else stage
-        if pick not in out:
-            out.append(pick)
-    return out
+    at = order.index(layer)
+    rect = [k for k in (order.index(i.name) for i in model.layers.spatial() if is_rectified(model, i.name)) if k <= at]
+    return order[max(rect)] if rect else layer
+
+
+def unit_layers(model: Model, n: int = 3) -> list[str]:
+    """Default layers for top patches and the microscope: :func:`unit_layer_at` of ``n`` stage outputs spread over
+    the depth (:meth:`~convlens.models.layers.LayerIndex.spread`), without repeats."""
+    return list(dict.fromkeys(unit_layer_at(model, stage) for stage in model.layers.spread(n)))
 
 
 def dead_unit_layers(model: Model) -> list[str]:

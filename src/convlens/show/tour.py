@@ -205,14 +205,17 @@ class TourContext:
         return fig
 
     def patch_layer(self) -> str:
-        """The deepest stage output whose units still see less than half the image (for activations and patches)."""
+        """The deepest stage output whose units still see less than half the image, moved back to the last rectified
+        layer at or before it (for activations and patches: units that mean something)."""
+        from ..read.scan import unit_layer_at
+
         h = self.model.preprocess.size[0]
         best = None
         stages = set(self.model.layers.stages())
         for info in self.model.layers.spatial():
             if info.name in stages and not info.rf.whole and info.rf.size[0] <= h / 2 and info.shape[1] > 1:
                 best = info.name
-        return best or self.pick_layer()
+        return unit_layer_at(self.model, best) if best else self.pick_layer()
 
     def pick_layer(self, *, min_side: int = 14, max_side: int = 56, max_channels: int = 128) -> str:
         """A mid-depth spatial layer (a block output when the network has blocks) for the per-image sections."""
