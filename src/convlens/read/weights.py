@@ -54,6 +54,14 @@ def is_conv(mod: nn.Module) -> bool:
     return (isinstance(mod, nn.Conv2d) or _type_name(mod) == "Conv2d") and isinstance(w, torch.Tensor) and w.dim() == 4
 
 
+def _weight(mod: nn.Module) -> torch.Tensor:
+    """The ``weight`` tensor of a layer that :func:`is_conv` or :func:`is_linear` accepted."""
+    w = getattr(mod, "weight", None)
+    if not isinstance(w, torch.Tensor):  # unreachable after is_conv / is_linear: both check it
+        raise TypeError(f"layer {_type_name(mod)} has no weight tensor")
+    return w
+
+
 def is_linear(mod: nn.Module) -> bool:
     """Any layer with linear weights ``(out, in)``: ``nn.Linear``, its TorchScript copy, or a user's own module
     with a 2-D ``weight`` (e.g. a scripted custom classifier)."""
@@ -70,7 +78,7 @@ def first_conv_layer(model: Model | nn.Module) -> str | None:
     """The first convolution reading a 3-channel input (else the first convolution), by module order; works on
     TorchScript modules, which cannot be traced by the layer index."""
     convs = [(n, m) for n, m in _modules(model).items() if n and is_conv(m)]
-    rgb = [n for n, m in convs if int(m.weight.shape[1]) * int(getattr(m, "groups", 1)) == 3]
+    rgb = [n for n, m in convs if int(_weight(m).shape[1]) * int(getattr(m, "groups", 1)) == 3]
     return rgb[0] if rgb else (convs[0][0] if convs else None)
 
 
@@ -81,9 +89,12 @@ def first_linear_layer(model: Model | nn.Module) -> str | None:
 
 def _conv(model: Model | nn.Module, layer: str | None) -> tuple[str, nn.Module]:
     mods = _modules(model)
+    name: str | None
     if layer is None:
-        traced = isinstance(model, Model) and not isinstance(model.module, torch.jit.ScriptModule)
-        name = model.layers.first_conv() if traced else first_conv_layer(model)  # type: ignore[union-attr]
+        if isinstance(model, Model) and not isinstance(model.module, torch.jit.ScriptModule):
+            name = model.layers.first_conv()
+        else:
+            name = first_conv_layer(model)
         if name is None:
             raise UserError("this network has no convolution" + (
                 "; it has linear weights: use `--layer " + str(first_linear_layer(model)) + "` to draw them as "
@@ -109,7 +120,7 @@ def conv_filters(model: Model | nn.Module, layer: str | None = None) -> Filters:
     images, deeper ones kernel by kernel, since only the first layer's inputs are pixels.
     """
     name, conv = _conv(model, layer)
-    w = conv.weight.detach().float().cpu().clone()
+    w = _weight(conv).detach().float().cpu().clone()
     groups = int(getattr(conv, "groups", 1))
     in_channels = int(w.shape[1]) * groups
     if in_channels == 3 and groups == 1:
@@ -156,7 +167,7 @@ def linear_templates(model: Model | nn.Module, layer: str | None = None, *,
     mod = mods[layer]
     if not is_linear(mod):
         raise UserError(f"layer {layer!r} is a {_type_name(mod)}, not a layer with linear weights (out, in)")
-    weight: torch.Tensor = mod.weight  # type: ignore[assignment]
+    weight = _weight(mod)
     n_in = int(weight.shape[1])
     if shape is None:
         size = model.preprocess.size if isinstance(model, Model) else None

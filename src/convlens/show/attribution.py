@@ -16,8 +16,8 @@ from .figures import ArrayLike, colorize, figure_to_image, heatmap_overlay, side
 __all__ = ["OVERLAY_METHODS", "map_panel", "saliency_figure", "mask_figure", "curves_figure", "sanity_figure",
            "sanity_maps_figure"]
 
-OVERLAY_METHODS = ("gradcam", "occlusion", "gradcampp", "xgradcam", "hirescam", "layercam", "scorecam", "ablationcam",
-                   "eigencam")
+OVERLAY_METHODS: tuple[str, ...] = ("gradcam", "occlusion", "gradcampp", "xgradcam", "hirescam", "layercam", "scorecam",
+                                    "ablationcam", "eigencam")
 LABELS = {"gradient": "gradient (Simonyan)", "deconvnet": "DeconvNet", "guided": "guided backprop",
           "smoothgrad": "SmoothGrad", "integrated": "integrated gradients", "gradcam": "Grad-CAM",
           "guided_gradcam": "guided Grad-CAM", "occlusion": "occlusion", "random": "random", "edge": "edge",
@@ -220,7 +220,8 @@ def _colorbar(height: int, lo: float, hi: float, label: str, cmap: str) -> Image
     bar_w = max(14, height // 30)
     ticks = [hi - (hi - lo) * k / 4 for k in range(5)]
     texts = [f"{v:.3g}" for v in ticks]
-    tw = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), s, font=fnt)[2] for s in texts)
+    # textbbox is typed float (Pillow stubs) but our fonts measure in whole pixels
+    tw = int(max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), s, font=fnt)[2] for s in texts))
     pad = fs // 2 + 2
     W = bar_w + tw + 3 * pad + fs + 4
     canvas = Image.new("RGB", (W, height), (255, 255, 255))

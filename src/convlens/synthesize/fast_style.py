@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -262,7 +263,7 @@ def train_fast_style(model: Model, styles: Sequence[torch.Tensor], images: Seque
     rng = random.Random(config.seed)
     if state is not None and state.rng:  # resume: the random streams continue where the checkpoint left them
         gen.set_state(state.rng["torch"])
-        rng.setstate(_to_tuple(state.rng["python"]))
+        rng.setstate(_random_state(state.rng["python"]))
     elif state is not None and state.step:  # an older checkpoint without the streams: as before
         gen.manual_seed(config.seed + state.step)
         rng.seed(config.seed + state.step)
@@ -395,6 +396,14 @@ def load_fast_style(path: str | Path, *, device: str | torch.device = "cpu"
 def _to_tuple(value: object) -> object:
     """``random.Random.getstate()`` after a round trip through a file (lists where tuples were)."""
     return tuple(_to_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _random_state(value: object) -> tuple[Any, ...]:
+    """A stored ``random.Random.getstate()`` back as the tuple ``setstate`` takes."""
+    state = _to_tuple(value)
+    if not isinstance(state, tuple):
+        raise UserError("the checkpoint is damaged: its Python random state is not a sequence")
+    return state
 
 
 def pretrained_path() -> Path:
