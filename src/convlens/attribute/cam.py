@@ -180,7 +180,7 @@ def _resize(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _finish(maps: list[torch.Tensor], x: torch.Tensor, relu: bool, upsample: bool) -> torch.Tensor:
     """One layer: rectified (``relu``) and upsampled to the image. Several: each rectified and scaled to
     [0, 1] per image (``relu=False``: divided by its largest magnitude), upsampled, averaged, scaled again."""
-    size = tuple(x.shape[-2:])
+    size = (int(x.shape[-2]), int(x.shape[-1]))
     if len(maps) == 1:
         m = maps[0].clamp(min=0) if relu else maps[0]
         return _resize(m, size) if upsample else m
@@ -276,7 +276,11 @@ def _score_weights(model: Model, x: torch.Tensor, t: Resolved, a: torch.Tensor, 
 
             def score(batch: torch.Tensor, ti: Resolved) -> torch.Tensor:
                 out = fwd(batch).to(x.device)
-                return ti(out) if isinstance(ti, OutputScore) else out.gather(1, ti.view(-1, 1).to(out.device))[:, 0]
+                if isinstance(ti, OutputScore):
+                    return ti(out)
+                if not isinstance(ti, torch.Tensor):  # unreachable: take() of a class tensor is a class tensor
+                    raise TypeError(f"expected class indices, got {type(ti).__name__}")
+                return out.gather(1, ti.view(-1, 1).to(out.device))[:, 0]
         else:  # a unit: the forward pass stops at its layer
             def score(batch: torch.Tensor, ti: Resolved) -> torch.Tensor:
                 with torch.no_grad():
@@ -284,7 +288,7 @@ def _score_weights(model: Model, x: torch.Tensor, t: Resolved, a: torch.Tensor, 
         for i, (uniq, inverse) in enumerate(distinct):
             s = torch.empty(len(uniq), dtype=x.dtype, device=a.device)
             for sl in chunks(len(uniq), batch_size):
-                masks = _minmax(_resize(uniq[sl].view(-1, h, w), tuple(x.shape[-2:])))  # upsample, then scale
+                masks = _minmax(_resize(uniq[sl].view(-1, h, w), (int(x.shape[-2]), int(x.shape[-1]))))  # upsample, then scale
                 batch = x[i:i + 1] * masks[:, None].to(x.dtype)
                 s[sl] = score(batch, take(t, [i] * len(batch))).to(s.dtype)
             weights[i] = s[inverse].to(torch.promote_types(s.dtype, torch.float32)).softmax(0).to(a.dtype)

@@ -360,7 +360,7 @@ def reduce_shard(model: Model, read: LayerReader, shard: Dataset, templates: dic
     skipped: list[tuple[str, str]] = []
     n = 0
     for _, pixels, pos in _batches(model, shard, [np.arange(len(shard))], batch_size, pool, skipped):
-        if pixels is not None:
+        if pixels is not None and pos is not None:  # both None at the end of a shard
             _feed(model, read, shard, pixels, pos, partials.values())
             n += len(pos)
     return {"reducers": partials, "skipped": skipped, "images": n, "seconds": time.perf_counter() - t}
@@ -404,7 +404,7 @@ def _scan_local(model: Model, dataset: Dataset, shards: Sequence[Any], active: d
                 return 0, batch_size, used
             if sharded is None:
                 for _, pixels, pos in _batches(model, dataset, positions, batch_size, pool, skipped):
-                    if pixels is not None:
+                    if pixels is not None and pos is not None:  # both None at the end of a shard
                         _feed(model, read, dataset, pixels, pos, active.values())
                         seen += len(pos)
                         if bar is not None:
@@ -421,7 +421,7 @@ def _scan_local(model: Model, dataset: Dataset, shards: Sequence[Any], active: d
                     if partials is None:
                         shard = dataset[shard_pos]
                         partials = _fresh(templates, list(active), shard, model)
-                    if pixels is not None:
+                    if pixels is not None and pos is not None:  # both None at the end of a shard
                         _feed(model, read, dataset, pixels, pos, partials.values())
                         n += len(pos)
                         if bar is not None:

@@ -106,8 +106,8 @@ def slug(text: str, limit: int = 60) -> str:
     return out[:limit]
 
 
-def svg_histogram(counts: Sequence[float], edges: Sequence[float], *, width: int = 360, height: int = 120,
-                  log: bool = True) -> Markup:
+def svg_histogram(counts: Sequence[float] | np.ndarray, edges: Sequence[float] | np.ndarray, *, width: int = 360,
+                  height: int = 120, log: bool = True) -> Markup:
     """An inline SVG bar chart of a histogram (numbers only go into the markup, so it is safe to inline)."""
     c = np.asarray(counts, dtype=float)
     e = np.asarray(edges, dtype=float)

@@ -152,7 +152,7 @@ def _save_scan(path: Path, data: dict[str, Any]) -> None:
     arrays = {k: v for k, v in data.items() if isinstance(v, np.ndarray)}
     meta = {k: v for k, v in data.items() if not isinstance(v, np.ndarray)}
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds may hit allow_pickle
     tmp.replace(path.with_suffix(".npz"))
     path.with_suffix(".json").write_text(json.dumps(meta))
 
