@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -402,8 +402,9 @@ def _sec_weights(ctx: TourContext, out: SectionOutput) -> None:
     ctx.figure(out, "first", render.filters_figure(f), pixel=True,
                caption=f"The {w.shape[0]} filters of {f.layer} ({w.shape[2]}x{w.shape[3]}, RGB), each scaled on its "
                "own: oriented edges and colour blobs when the network is trained, noise when it is not.")
-    convs = [i.name for i in ctx.model.layers if isinstance(ctx.model.layers.modules[i.name], torch.nn.Conv2d)]
-    nxt = next((n for n in convs[1:] if ctx.model.layers.modules[n].kernel_size[0] > 1), None)
+    mods = ctx.model.layers.modules
+    convs = [(i.name, m) for i in ctx.model.layers if isinstance(m := mods[i.name], torch.nn.Conv2d)]
+    nxt = next((n for n, m in convs[1:] if m.kernel_size[0] > 1), None)
     if nxt is not None:
         f2 = conv_filters(ctx.model, nxt)
         ctx.figure(out, "second", render.filters_figure(f2, max_out=16, max_in=16), pixel=True,
@@ -621,7 +622,8 @@ def _sec_slice(ctx: TourContext, out: SectionOutput) -> None:
     files = [files[i] for i in np.linspace(0, len(files) - 1, min(len(files), ctx.q(24, 160))).round().astype(int)]
     known = ctx.cache.get("labels") or {}
     labelled = bool(files) and all(known.get(f.name) is not None for f in files)
-    ds = Dataset(files, [known[f.name] for f in files] if labelled else ctx.own_answers(files))
+    labels: list[str | int | None] = [known[f.name] for f in files] if labelled else [*ctx.own_answers(files)]
+    ds = Dataset(files, labels)
     attrs = ["brightness", "contrast", "sharpness", "colourfulness"] if labelled else []
     r = slice_accuracy(ctx.model, ds, attributes=attrs, bins=3,
                        corruptions=["gaussian_noise", "gaussian_blur", "contrast", "occlusion"] if ctx.quick else
@@ -770,6 +772,15 @@ def _sec_style(ctx: TourContext, out: SectionOutput) -> None:
                         "mean pixel change from the photo": change, "seconds": res.seconds})
 
 
+class _StyleKnobs(TypedDict, total=False):
+    """The keyword arguments of :func:`convlens.synthesize.style.style_transfer` the knobs section varies."""
+
+    styles: list[torch.Tensor]
+    style_scale: float
+    style_weights: list[float]
+    original_colors: bool
+
+
 def _sec_style_knobs(ctx: TourContext, out: SectionOutput) -> None:
     from ..images import to_pixels
     from ..synthesize.style import style_transfer
@@ -778,12 +789,13 @@ def _sec_style_knobs(ctx: TourContext, out: SectionOutput) -> None:
     second = ctx.texture_sample()
     content = to_pixels(ctx.photos[ctx.main_name])[None]
     size, steps = ctx.q(128, 256), ctx.q(40, 200)
-    runs = [("style scale 0.5", {"styles": [style], "style_scale": 0.5}),
-            ("style scale 2", {"styles": [style], "style_scale": 2.0}),
-            (f"blend {sname} 0.5 + brick 0.5", {"styles": [style, second], "style_weights": [0.5, 0.5]}),
-            ("original colours", {"styles": [style], "original_colors": True})][: ctx.q(3, 4)]
+    runs: list[tuple[str, _StyleKnobs]] = [
+        ("style scale 0.5", {"styles": [style], "style_scale": 0.5}),
+        ("style scale 2", {"styles": [style], "style_scale": 2.0}),
+        (f"blend {sname} 0.5 + brick 0.5", {"styles": [style, second], "style_weights": [0.5, 0.5]}),
+        ("original colours", {"styles": [style], "original_colors": True})]
     panels = [(F.fit(F.to_rgb(content[0]), size), "content")]
-    for label, kw in runs:
+    for label, kw in runs[: ctx.q(3, 4)]:
         r = style_transfer(ctx.model, content, size=size, steps=steps, seed=ctx.seed, **kw)
         panels.append((F.to_rgb(r.image[0]), label))
         out.numbers[f"{label}: style loss"] = r.style_loss
