@@ -152,7 +152,7 @@ def saliency_folder(model: Model, folder: str | Path, methods: Sequence[str], st
     for start in range(0, len(files), max(1, batch_size)):
         index = list(range(start, min(start + batch_size, len(files))))
         x, index = _load_readable(model, files, index, skipped)
-        if not index:
+        if x is None or not index:  # None exactly when no file of the batch was readable
             continue
         part = [files[i] for i in index]
         with torch.no_grad():

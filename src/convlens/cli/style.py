@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
@@ -90,8 +91,9 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     panels = [(to_pil(measured), f"sample {measured.shape[-1]}x{measured.shape[-2]}"),
               (to_pil(res.image), f"synthesised {hw[1]}x{hw[0]} ({model.name})")]
     save(side_by_side(panels, title_text="Gram-matrix texture synthesis"), run.out / "texture_figure.png")
-    data = {"layers": res.layers, "style_loss": res.style_loss, "tv_loss": res.tv_loss, "steps": res.steps,
-            "seconds": round(res.seconds, 3), "size": [hw[1], hw[0]], "files": ["texture.png", "texture_figure.png"]}
+    data: dict[str, Any] = {"layers": res.layers, "style_loss": res.style_loss, "tv_loss": res.tv_loss,
+                            "steps": res.steps, "seconds": round(res.seconds, 3), "size": [hw[1], hw[0]],
+                            "files": ["texture.png", "texture_figure.png"]}
     if layers_sweep:
         sweep = []
         sets = sweep_sets(model, pre_activation=True) if not layers else [names[: i + 1] for i in range(len(names))]
@@ -134,7 +136,7 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
               content_layer: str | None, dream: float) -> None:
     """Render CONTENT in the style of one or more STYLE paintings (Gatys et al. 2016)."""
     from ..show.figures import save, side_by_side
-    from ..synthesize.style import style_transfer
+    from ..synthesize.style import StyleResult, style_transfer
 
     model = run.model
     c = _pixels(content)
@@ -155,6 +157,8 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
                              seed=run.seed, callback=cb)
     except Interrupted as stop:  # Ctrl-C: keep the last finished step, say so in result.json, exit 130
         part = stop.partial
+        if not isinstance(part, StyleResult):  # style_transfer always hands its last finished step
+            raise
         save_image(to_pil(part.image), run.out / "stylized.png")
         run.save({"interrupted": True, "steps": part.steps, "seconds": round(part.seconds, 3),
                   "content_layer": part.content_layer, "style_layers": part.style_layers,
@@ -334,7 +338,7 @@ def fast_apply_cmd(model_file: str, images: tuple[str, ...], mix: str | None, st
         raise UserError(f"--style {style_index} out of range: {path} has styles 0-{net.n_styles - 1}")
     folder = out_dir(out, "fast-style-apply")
     names = dict(zip(files, output_names(files, tag="_stylized")))  # a/x.jpg, b/x.jpg -> a/x_stylized.png, ...
-    rows = []
+    rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for f in files:
         try:
