@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 import torch
@@ -165,15 +165,25 @@ class FolderRead(Generic[T]):
         return [{"file": f, "reason": r} for f, r in self.skipped]
 
 
-def read_images(files: Sequence[str | os.PathLike], read: Callable[[Path], T] | None = None, *,
-                warn: Callable[[str], Any] | None = None) -> FolderRead[T]:
+@overload
+def read_images(files: Sequence[str | os.PathLike], read: None = None, *,
+                warn: Callable[[str], Any] | None = None) -> FolderRead[Image.Image]: ...
+
+
+@overload
+def read_images(files: Sequence[str | os.PathLike], read: Callable[[Path], T], *,
+                warn: Callable[[str], Any] | None = None) -> FolderRead[T]: ...
+
+
+def read_images(files: Sequence[str | os.PathLike], read: Callable[[Path], Any] | None = None, *,
+                warn: Callable[[str], Any] | None = None) -> FolderRead[Any]:
     """Read every file with ``read`` (default :func:`load_image`); skip one that fails with a warning, go on.
 
     The policy every folder command shares: an unreadable or oversized file is listed in ``skipped`` (and in
     ``result.json`` by the command), never fatal; only an empty result is an error (a :class:`UserError`).
     """
     reader: Callable[[Path], Any] = read or load_image
-    out: FolderRead[T] = FolderRead()
+    out: FolderRead[Any] = FolderRead()
     for f in files:
         path = Path(f)
         try:
