@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -105,23 +106,30 @@ def saliency_cmd(run, image: str, method: str | None, target: str | None, unit: 
     if unit and (target or compare):
         raise UserError("--unit explains a unit; it cannot be combined with --target or --compare")
     x = model.load(image)
-    probs = model(x).softmax(-1)[0] if not unit else None
+    targets: list[int | Unit]
+    prob: dict[int, float] = {}  # the softmax probability of each explained class
     if unit:
         u = Unit.parse(unit)
         resolve_targets(model, x, u)  # validates layer / channel / position
         names = [n for n in names if n not in ("gradcam", "guided_gradcam")]
-        targets: list = [u]
-    elif compare:
-        targets = [int(i) for i in probs.topk(2).indices]
+        targets = [u]
     else:
-        targets = [model.class_index(target) if target is not None else int(probs.argmax())]
-    rows, result = [], {"image": str(image), "crop": _crop_info(model), "targets": []}
+        probs = model(x).softmax(-1)[0]
+        if compare:
+            classes = [int(i) for i in probs.topk(2).indices]
+        else:
+            classes = [model.class_index(target) if target is not None else int(probs.argmax())]
+        prob = {c: float(probs[c]) for c in classes}
+        targets = [*classes]
+    rows = []
+    result: dict[str, Any] = {"image": str(image), "crop": _crop_info(model), "targets": []}
     for ti, t in enumerate(targets):
-        panels, entry = [], {"methods": {}}
+        panels = []
+        entry: dict[str, Any] = {"methods": {}}
         if isinstance(t, Unit):
             entry.update({"unit": str(t)})
         else:
-            entry.update({"class": t, "label": model.label(t), "probability": float(probs[t])})
+            entry.update({"class": t, "label": model.label(t), "probability": prob[t]})
         for name in names:
             opts = _options(name, run, samples, steps, window, stride, layer, rise_masks)
             start = time.perf_counter()
@@ -138,7 +146,7 @@ def saliency_cmd(run, image: str, method: str | None, target: str | None, unit: 
                                       **{k: v for k, v in opts.items() if k != "generator"}}
             panels.append((name, m, raw))
             click.echo(f"{name}: {seconds:.2f} s", err=True)
-        what = str(t) if isinstance(t, Unit) else f"{model.label(t)} ({t}) p={float(probs[t]):.3f}"
+        what = str(t) if isinstance(t, Unit) else f"{model.label(t)} ({t}) p={prob[t]:.3f}"
         rows.append(saliency_figure(x[0], panels, title_text=f"{Path(image).name}: {what}"))
         result["targets"].append(entry)
     from ..show.figures import stack
@@ -230,7 +238,7 @@ def _saliency_folder(run, folder: str, names: list[str], target: str | None, sam
     save(sheet, run.out / "contact_sheet.png")
     total = sum(res.seconds.values())
     click.echo(f"{res.computed} maps computed ({total:.1f} s), {res.reused} reused", err=True)
-    result = {"folder": str(folder), "images": len(res.items), "methods": names, "options": res.options,
+    result: dict[str, Any] = {"folder": str(folder), "images": len(res.items), "methods": names, "options": res.options,
               "seconds": res.seconds, "computed": res.computed, "reused": res.reused, "fingerprint": res.fingerprint,
               "crop": _crop_info(model), "contact_sheet": "contact_sheet.png", "items": entries,
               "skipped": [{"file": f, "reason": r} for f, r in res.skipped]}
@@ -248,7 +256,8 @@ def _saliency_folder(run, folder: str, names: list[str], target: str | None, sam
                                                                  else 2.0))
             rows = []
             for k in order[:8]:
-                crop = model.preprocess.to_tensor(load_image(cmp.files[k]).crop(tuple(round(v) for v in cmp.frames[k]))
+                x0, y0, x1, y1 = (round(v) for v in cmp.frames[k])
+                crop = model.preprocess.to_tensor(load_image(cmp.files[k]).crop((x0, y0, x1, y1))
                                                   .resize(model.preprocess.size[::-1]), crop=False)
                 rows.append(compare_figure(crop, cmp.maps_a[k], cmp.maps_b[k], cmp.disagreement[k],
                                            names=(model.name, other.name), method=name, rho=cmp.spearman[k],
@@ -314,7 +323,8 @@ def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | Non
          run.out / "audit.png")
     worst = res.most_background(top)
     entries = [(model.load(i.file)[0], np.load(i.map), i.mask,
-                f"{i.stem[:22]} {i.label[:14]} bg {i.background:.0%}") for i in worst]
+                f"{i.stem[:22]} {i.label[:14]} bg {i.background:.0%}") for i in worst
+               if i.mask is not None]  # audit_saliency gives every item its mask
     save(audit_gallery(entries, title_text="most background-reliant images (white: object outline)"),
          run.out / "background_gallery.png")
     with open(run.out / "per_class.md", "w") as fh:

@@ -300,7 +300,7 @@ def compare_figure(crop: ArrayLike, map_a: ArrayLike, map_b: ArrayLike, disagree
     return side_by_side(panels, height=height, title_text=title_text, caption_size=12)
 
 
-def audit_figure(shares: Sequence[float], per_class: Sequence[dict], *, title_text: str | None = None,
+def audit_figure(shares: Sequence[float] | np.ndarray, per_class: Sequence[dict], *, title_text: str | None = None,
                  top: int = 15) -> Image.Image:
     """Two panels: the distribution of the background share of saliency over the folder, and the classes
     whose maps rely most on the background (mean share, image count in brackets)."""
