@@ -17,11 +17,10 @@ import time
 
 import torch
 import torchattacks
+from _common import SAMPLE, PixelNet
 
 import convlens
 from convlens.adversarial import attack, norms, quantize, transfer
-
-from _common import SAMPLE, PixelNet
 
 
 def correct_photos(model: convlens.Model, n: int) -> tuple[torch.Tensor, torch.Tensor]:

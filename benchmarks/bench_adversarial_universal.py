@@ -22,12 +22,11 @@ import time
 
 import numpy as np
 import torch
+from _common import SAMPLE, PixelNet
 from torch import nn
 
 import convlens
 from convlens.adversarial import check_disjoint, fooling_rate, universal_perturbation
-
-from _common import SAMPLE, PixelNet
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ def main() -> None:
     for bg in TRAP:
         g = [r for r in rows if where.get(Path(r["stem"]).with_suffix("").as_posix()) == bg]
         if g:
-            mean = lambda k: sum(r[k] for r in g) / len(g)  # noqa: E731
+            mean = lambda k, g=g: sum(r[k] for r in g) / len(g)
             print(f"| {bg} | {len(g)} | {mean('background'):.3f} | {1 - mean('area'):.3f} | "
                   f"{mean('concentration'):.2f} |")
     print("\n| photo | background | predicted | p | saliency on background | object area | concentration |")

@@ -6,13 +6,12 @@ Usage: python benchmarks/bench_attribute_gradcam.py [REPEATS]
 import sys
 
 import torch
+from _common import PixelNet, median_seconds
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import convlens
 from convlens.attribute import grad_cam
-
-from _common import PixelNet, median_seconds
 
 convlens.tune_allocator()
 repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5

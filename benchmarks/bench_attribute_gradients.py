@@ -9,12 +9,11 @@ steps in batches of 25), same process and allocator. Usage: python benchmarks/be
 import sys
 
 import torch
+from _common import median_seconds
 from captum.attr import GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
 
 import convlens
 from convlens.attribute import guided_backprop, integrated_gradients, smoothgrad, vanilla_gradient
-
-from _common import median_seconds
 
 convlens.tune_allocator()
 repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3

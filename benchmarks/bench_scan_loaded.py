@@ -33,7 +33,7 @@ def _busy(stop: float) -> None:
         x = (x * 31 + 7) % 1000003
 
 
-def plain(model, files) -> float:  # noqa: ANN001
+def plain(model, files) -> float:
     torch.set_num_threads(os.cpu_count() or 1)
     t = time.perf_counter()
     with torch.inference_mode():
@@ -43,7 +43,7 @@ def plain(model, files) -> float:  # noqa: ANN001
     return len(files) / (time.perf_counter() - t)
 
 
-def ours(model, files) -> float:  # noqa: ANN001
+def ours(model, files) -> float:
     torch.set_num_threads(os.cpu_count() or 1)
     t = time.perf_counter()
     scan(model, load_dataset(files), [PooledFeatures(model.layers.spread(1)[-1])], engine="torch", batch_size=16,

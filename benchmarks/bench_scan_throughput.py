@@ -27,14 +27,13 @@ import time
 from pathlib import Path
 
 import torch
+from _common import SAMPLE
 from PIL import Image
 from torchvision import transforms as T
 
 import convlens
 from convlens.core.engine import LayerReader, channels_last, open_reader
 from convlens.read import PooledFeatures, choose_batch_size, feature_layer, load_dataset, scan
-
-from _common import SAMPLE
 
 
 def gflops_per_image(model: convlens.Model) -> float:

@@ -11,12 +11,24 @@ import torch
 from torch import nn
 
 import convlens
-from convlens.attribute import (CAMS, OutputScore, Unit, ablation_cam, class_sum, eigen_cam, grad_cam, grad_cam_pp,
-                                hires_cam, margin, saliency, score_cam)
+from convlens.attribute import (
+    CAMS,
+    OutputScore,
+    Unit,
+    ablation_cam,
+    class_sum,
+    eigen_cam,
+    grad_cam,
+    grad_cam_pp,
+    hires_cam,
+    margin,
+    saliency,
+    score_cam,
+)
 from convlens.attribute.cam import _FromLayer
 
 pg = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 PEER = {"gradcam": pg.GradCAM, "gradcampp": pg.GradCAMPlusPlus, "xgradcam": pg.XGradCAM, "hirescam": pg.HiResCAM,
         "layercam": pg.LayerCAM, "scorecam": pg.ScoreCAM, "ablationcam": pg.AblationCAM, "eigencam": pg.EigenCAM}
@@ -48,14 +60,14 @@ class PlainCNN(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-def minmax(m) -> torch.Tensor:  # noqa: ANN001
+def minmax(m) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(m) if not isinstance(m, torch.Tensor) else m).double()
     f = t.flatten(1)
     lo, hi = f.amin(1).view(-1, 1, 1), f.amax(1).view(-1, 1, 1)
     return (t - lo) / (hi - lo).clamp(min=1e-30)
 
 
-def maxdiff(a, b) -> float:  # noqa: ANN001
+def maxdiff(a, b) -> float:
     return float((minmax(a) - minmax(b)).abs().max())
 
 
@@ -170,7 +182,7 @@ def test_pytorch_grad_cam_records_the_activation_after_an_in_place_relu(tiny, ti
     xg = x.clone().requires_grad_(True)
     box = {}
 
-    def hook(mod, inp, out):  # noqa: ANN001, ANN202
+    def hook(mod, inp, out):
         box["a"] = out.detach().clone()
         out = out.clone()
         out.register_hook(lambda g: box.__setitem__("g", g))
@@ -262,7 +274,7 @@ def test_score_cam_runs_each_distinct_mask_once():
         net.conv1.weight[2] = 0  # a constant channel: its mask is 0, like channel 3's
         net.conv1.weight[3] = 0
     model = convlens.Model.wrap(net, mean=(0.5,) * 3, std=(0.25,) * 3, size=(24, 32))
-    model.layers  # the layer index is built by one traced pass; count after it
+    _ = model.layers  # the layer index is built by one traced pass; count after it
     x = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     net.seen = 0
     ours = score_cam(model, x, 2, layer="conv1")
@@ -286,7 +298,7 @@ def test_ablation_cam_runs_from_the_layer_when_it_can_and_in_full_when_it_cannot
     w = []
     base = float(tiny(xs[:1])[0, 1])
     for k in range(a.shape[0]):
-        def hook(mod, inp, out, k=k):  # noqa: ANN001, ANN202
+        def hook(mod, inp, out, k=k):
             out = out.clone()
             out[:, k] = 0
             return out

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from convlens.cli import main, run as cli_run
 from convlens.attribute import Unit
+from convlens.cli import main
+from convlens.cli import run as cli_run
 from convlens.errors import UserError
 
 

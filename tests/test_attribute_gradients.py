@@ -9,8 +9,16 @@ import torch
 from torch import nn
 
 import convlens
-from convlens.attribute import (Unit, deconvnet, grad_cam, guided_backprop, integrated_gradients, occlusion,
-                                smoothgrad, vanilla_gradient)
+from convlens.attribute import (
+    Unit,
+    deconvnet,
+    grad_cam,
+    guided_backprop,
+    integrated_gradients,
+    occlusion,
+    smoothgrad,
+    vanilla_gradient,
+)
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -93,13 +101,13 @@ def _tiny_reference(module: nn.Module, x: torch.Tensor, rule: str) -> torch.Tens
 
     class Rect(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, z, hi):  # noqa: ANN001, ANN205
+        def forward(ctx, z, hi):
             ctx.save_for_backward(z)
             ctx.hi = hi
             return z.clamp(0, hi)
 
         @staticmethod
-        def backward(ctx, g):  # noqa: ANN001, ANN205
+        def backward(ctx, g):
             (z,) = ctx.saved_tensors
             passed = (z > 0) & (z < ctx.hi) if ctx.hi is not None else z > 0
             if rule == "guided":
@@ -178,12 +186,12 @@ class _RefRelu6(nn.Module):
 
         class F(torch.autograd.Function):
             @staticmethod
-            def forward(ctx, v):  # noqa: ANN001, ANN205
+            def forward(ctx, v):
                 ctx.save_for_backward(v)
                 return v.clamp(0, 6)
 
             @staticmethod
-            def backward(ctx, g):  # noqa: ANN001, ANN205
+            def backward(ctx, g):
                 (v,) = ctx.saved_tensors
                 return g.clamp(min=0) * ((v > 0) & (v < 6)) if rule == "guided" else g.clamp(min=0)
         return F.apply(z)

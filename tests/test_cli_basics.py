@@ -13,7 +13,7 @@ import torch
 
 def convlens(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "convlens", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+                          timeout=300, check=False)
 
 
 def test_predict_writes_documented_json(tmp_path, chelsea):

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import torch
 
-from convlens.core import (Recorded, Tap, alpha_norm, channel, class_logit, class_logprob, feature_match, gram,
-                           gram_match, l2, layer_guide, layer_norm, neuron, total_variation)
+from convlens.core import (
+    Recorded,
+    Tap,
+    alpha_norm,
+    channel,
+    class_logit,
+    class_logprob,
+    feature_match,
+    gram,
+    gram_match,
+    l2,
+    layer_guide,
+    layer_norm,
+    neuron,
+    total_variation,
+)
 from convlens.core.optimize import evaluate
 
 
@@ -48,7 +64,7 @@ def _finite_difference_check(tiny, objective, x: torch.Tensor, n_dirs: int = 3) 
 
 
 class _Null:
-    outputs: dict = {}
+    outputs: ClassVar[dict] = {}
 
     def __enter__(self):
         return self

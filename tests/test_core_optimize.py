@@ -5,9 +5,28 @@ from __future__ import annotations
 import pytest
 import torch
 
-from convlens.core import (Blur, ClipContribution, ClipNorm, Decay, FourierImage, Jitter, Pad, PixelImage,
-                           RandomRotate, RandomScale, channel, class_logit, feature_match, gaussian_blur, jitter,
-                           layer_norm, optimize, standard_transforms, total_variation, unjitter)
+from convlens.core import (
+    Blur,
+    ClipContribution,
+    ClipNorm,
+    Decay,
+    FourierImage,
+    Jitter,
+    Pad,
+    PixelImage,
+    RandomRotate,
+    RandomScale,
+    channel,
+    class_logit,
+    feature_match,
+    gaussian_blur,
+    jitter,
+    layer_norm,
+    optimize,
+    standard_transforms,
+    total_variation,
+    unjitter,
+)
 from convlens.core.optimize import L1SGD, evaluate
 
 

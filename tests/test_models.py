@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 import pytest
+import torch
 
 import convlens
 from convlens.errors import UserError
@@ -137,6 +136,7 @@ def test_class_names_resolve(lite0):
 
 def test_image_loading_modes(tmp_path):
     from PIL import Image
+
     from convlens.images import load_image
     Image.new("L", (10, 20), 128).save(tmp_path / "gray.png")
     Image.new("RGBA", (10, 20), (255, 0, 0, 0)).save(tmp_path / "clear.png")

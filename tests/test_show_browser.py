@@ -43,7 +43,7 @@ def browser():
             b.close()
 
 
-def _open(browser, path: Path, shots: list[Path] | None = None, shot: str | None = None, *,  # noqa: ANN001
+def _open(browser, path: Path, shots: list[Path] | None = None, shot: str | None = None, *,
           width: int = 1280, full: bool = False):
     """Open ``path``; return (page, console errors, dialogs). Scrolls every image into view and waits for it."""
     page = browser.new_page(viewport={"width": width, "height": 900})
@@ -66,13 +66,13 @@ def _open(browser, path: Path, shots: list[Path] | None = None, shot: str | None
     return page, errors, dialogs
 
 
-def _assert_images_loaded(page) -> int:  # noqa: ANN001
+def _assert_images_loaded(page) -> int:
     bad = page.evaluate("Array.from(document.images).filter(i => !(i.naturalWidth > 0)).map(i => i.src)")
     assert not bad, f"images that did not load: {bad[:5]}"
     return page.evaluate("document.images.length")
 
 
-def _local_links(page, base: Path) -> list[Path]:  # noqa: ANN001
+def _local_links(page, base: Path) -> list[Path]:
     hrefs = page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
     out = []
     for h in hrefs:
@@ -92,7 +92,7 @@ def _save_shots(shots: list[Path]) -> None:
             shutil.copy(s, Path(dest) / s.name)
 
 
-def test_tour_opens_in_chromium(browser, lite0, tmp_path: Path) -> None:  # noqa: ANN001
+def test_tour_opens_in_chromium(browser, lite0, tmp_path: Path) -> None:
     from convlens.show.tour import run_tour
 
     report = run_tour(lite0, tmp_path / "tour", quick=True, only=["model", "predictions", "weights"])
@@ -118,7 +118,7 @@ def test_tour_opens_in_chromium(browser, lite0, tmp_path: Path) -> None:  # noqa
     assert shots[0].stat().st_size > 10_000
 
 
-def test_microscope_opens_in_chromium_and_escapes_file_names(browser, tiny, tmp_path: Path) -> None:  # noqa: ANN001
+def test_microscope_opens_in_chromium_and_escapes_file_names(browser, tiny, tmp_path: Path) -> None:
     from convlens.show.microscope import build_microscope
 
     data = tmp_path / "photos"

@@ -83,7 +83,7 @@ def test_channel_histogram_merge_equals_one_pass() -> None:
     assert counts.sum() == sum(x.numel() for x in batches)
 
 
-def test_guided_units_batched_equals_one_by_one(tiny) -> None:  # noqa: ANN001
+def test_guided_units_batched_equals_one_by_one(tiny) -> None:
     torch.manual_seed(0)
     x = torch.rand(3, 3, 32, 32)
     chans, ys, xs = [0, 3, 5], [1, 8, 15], [2, 0, 9]
@@ -113,7 +113,7 @@ def test_channel_weights_image_kinds() -> None:
     assert "1x1" in text and "10" in text
 
 
-def test_default_layers(tiny, lite0) -> None:  # noqa: ANN001
+def test_default_layers(tiny, lite0) -> None:
     from convlens.read.scan import is_rectified
 
     # the rectified layer ending each of three stages, not the stage's linear projection
@@ -123,7 +123,7 @@ def test_default_layers(tiny, lite0) -> None:  # noqa: ANN001
     assert picks and all(tiny.layers[p].spatial and is_rectified(tiny, p) for p in picks)
 
 
-def test_microscope_site_escapes_and_resumes(tiny, tmp_path: Path) -> None:  # noqa: ANN001
+def test_microscope_site_escapes_and_resumes(tiny, tmp_path: Path) -> None:
     data = _photos(tmp_path / "data")
     out = tmp_path / "site"
     site = build_microscope(tiny, data, out, layers=["conv1", "conv3"], k=3, vis_steps=3, vis_size=24,
@@ -152,25 +152,25 @@ def test_microscope_site_escapes_and_resumes(tiny, tmp_path: Path) -> None:  # n
     assert (out / "layers" / "conv3" / "img" / "c1_vis.png").is_file()
 
 
-def test_microscope_rejects_unknown_layer(tiny, tmp_path: Path) -> None:  # noqa: ANN001
+def test_microscope_rejects_unknown_layer(tiny, tmp_path: Path) -> None:
     with pytest.raises(convlens.UserError, match="closest"):
         build_microscope(tiny, _photos(tmp_path / "d", 2, xss=False), tmp_path / "s", layers=["conv9"],
                          progress=False)
 
 
-def test_tour_reports_failures_in_place_and_runs_the_rest(tiny, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_tour_reports_failures_in_place_and_runs_the_rest(tiny, tmp_path: Path, monkeypatch) -> None:
     calls: list[str] = []
 
-    def ok(ctx, out):  # noqa: ANN001, ANN202
+    def ok(ctx, out):
         calls.append("ok")
         out.numbers["answer"] = 42
         ctx.figure(out, "pic", Image.new("RGB", (20, 10), "red"), "a red picture")
 
-    def boom(ctx, out):  # noqa: ANN001, ANN202
+    def boom(ctx, out):
         calls.append("boom")
         raise RuntimeError("exploded <b>here</b>")
 
-    def absent(ctx, out):  # noqa: ANN001, ANN202
+    def absent(ctx, out):
         calls.append("absent")
         import convlens.no_such_module_xyz  # noqa: F401 - a missing import is a failure like any other
 
@@ -202,7 +202,7 @@ def test_tour_sections_follow_the_lecture() -> None:
         assert len(re.split(r"(?<!\bal)\.\s+", s.explanation.strip())) == 2, s.key
 
 
-def test_tour_foundation_sections_on_tiny_model(tiny, tmp_path: Path) -> None:  # noqa: ANN001
+def test_tour_foundation_sections_on_tiny_model(tiny, tmp_path: Path) -> None:
     report = tour_mod.run_tour(tiny, tmp_path / "t", only=["model", "predictions", "weights"])
     assert [s.status for s in report.sections[:3]] == ["ok", "ok", "ok"], [s.error for s in report.sections]
     weights = report.sections[2]

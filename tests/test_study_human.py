@@ -20,7 +20,7 @@ from convlens.errors import UserError
 
 flask = pytest.importorskip("flask", reason="the human study needs Flask (the study / test extra)")
 
-from convlens.study.human import StudyStore, create_app, human_report, make_server, study_order  # noqa: E402
+from convlens.study.human import StudyStore, create_app, human_report, make_server, study_order
 
 XSS = "<img src=x onerror=alert(1)>"
 CHROMIUM = "/usr/bin/chromium"
@@ -125,7 +125,7 @@ def test_progress_resumes_in_each_persons_order(app_and_data) -> None:
     assert bob["answered"] == 0
 
 
-def _score_by_hand(model, root: Path, labels: list[int], answers: list[tuple[str, int, list[int], bool]]):  # noqa: ANN001
+def _score_by_hand(model, root: Path, labels: list[int], answers: list[tuple[str, int, list[int], bool]]):
     files = sorted(root.glob("*.png"))
     with torch.no_grad():
         top = model(model.load(files)).topk(5, -1).indices
@@ -207,13 +207,13 @@ def test_browser_label_ten_close_reopen_continue_report(tiny, tmp_path: Path) ->
     names = sorted(p.name for p in root.glob("*.png"))
     given: list[tuple[str, int, list[int], bool]] = []
 
-    def serve():  # noqa: ANN202
+    def serve():
         app = create_app(root, tiny.labels, db)
         server = make_server(app, "127.0.0.1", 0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
 
-    def until(page, test, what: str) -> None:  # noqa: ANN001
+    def until(page, test, what: str) -> None:
         # polled from Python: the app's Content-Security-Policy forbids the eval that page.wait_for_function uses
         for _ in range(400):
             if test():
@@ -221,7 +221,7 @@ def test_browser_label_ten_close_reopen_continue_report(tiny, tmp_path: Path) ->
             page.wait_for_timeout(25)
         raise AssertionError(f"timed out waiting for {what}")
 
-    def label(page, count: int) -> None:  # noqa: ANN001
+    def label(page, count: int) -> None:
         for _ in range(count):
             until(page, lambda: page.evaluate("() => { const p = document.getElementById('photo'); "
                                               "return p.complete && p.naturalWidth > 0; }"), "the photo")

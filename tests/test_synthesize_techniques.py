@@ -12,8 +12,16 @@ import convlens
 from convlens.cli import main
 from convlens.core import evaluate, layer_norm
 from convlens.errors import UserError
-from convlens.synthesize import (PRESETS, dream, invert, judge_probs, multifaceted, preset, visualize_class,
-                                 visualize_unit)
+from convlens.synthesize import (
+    PRESETS,
+    dream,
+    invert,
+    judge_probs,
+    multifaceted,
+    preset,
+    visualize_class,
+    visualize_unit,
+)
 from convlens.synthesize.visualize import kmeans, quantize
 
 
@@ -66,7 +74,7 @@ def test_kmeans_finds_separated_clusters() -> None:
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(10, 3, generator=gen) * 0.1
     b = torch.randn(7, 3, generator=gen) * 0.1 + 5
-    assign, centres = kmeans(torch.cat([a, b]), 2, seed=0)
+    assign, _ = kmeans(torch.cat([a, b]), 2, seed=0)
     assert len(set(assign[:10].tolist())) == 1 and len(set(assign[10:].tolist())) == 1
     assert assign[0] != assign[10]
     with pytest.raises(UserError):

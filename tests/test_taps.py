@@ -68,13 +68,13 @@ def test_gradients_are_recorded(tiny):
 
 class _RefGuided(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, high, rule):  # noqa: ANN001, ANN205
+    def forward(ctx, x, high, rule):
         ctx.save_for_backward(x)
         ctx.high, ctx.rule = high, rule
         return x.clamp(0, high) if high is not None else x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, g):  # noqa: ANN001, ANN205
+    def backward(ctx, g):
         (x,) = ctx.saved_tensors
         pos = (g > 0).float()
         if ctx.rule == "deconv":
@@ -83,9 +83,9 @@ class _RefGuided(torch.autograd.Function):
         return g * pos * live.float(), None, None
 
 
-def _reference_forward(net, x, rule):  # noqa: ANN001, ANN202
+def _reference_forward(net, x, rule):
     """TinyCNN's forward written out by hand with the reference rectifier."""
-    act = lambda t, high=None: _RefGuided.apply(t, high, rule)  # noqa: E731
+    act = lambda t, high=None: _RefGuided.apply(t, high, rule)
     x = act(net.conv1(x))
     x = act(net.conv2(x), 6.0)
     y = act(net.conv3(x))
@@ -148,18 +148,16 @@ def test_no_hook_left_behind_and_flat_memory(tiny, tiny_module):
 
 
 def test_hooks_removed_when_forward_raises(tiny, tiny_module):
-    def boom(*args):  # noqa: ANN002, ANN202
+    def boom(*args):
         raise RuntimeError("shape error deep in the network")
     handle = tiny_module.conv4.register_forward_hook(boom)
-    with pytest.raises(RuntimeError, match="shape error"):
-        with Tap(tiny, ["conv1", "conv2"], grads=True) as tap:
-            tap.run(torch.rand(1, 3, 32, 32, requires_grad=True))  # conv1/conv2 recorded, then conv4 raises
+    with pytest.raises(RuntimeError, match="shape error"), Tap(tiny, ["conv1", "conv2"], grads=True) as tap:
+        tap.run(torch.rand(1, 3, 32, 32, requires_grad=True))  # conv1/conv2 recorded, then conv4 raises
     assert set(tap.outputs) == {"conv1", "conv2"}
     handle.remove()
     assert _hooks(tiny_module) == 0
-    with pytest.raises(ValueError):
-        with backward_rule("guided"):
-            raise ValueError("passes through untouched")
+    with pytest.raises(ValueError), backward_rule("guided"):
+        raise ValueError("passes through untouched")
     x = torch.randn(10, requires_grad=True)
     (g,) = torch.autograd.grad(F.relu(x).sum(), x)  # the rule is gone after the context
     assert torch.equal(g, (x > 0).float())

@@ -29,7 +29,7 @@ def test_tour_has_no_imagenet_index_or_layer_name() -> None:
         assert f"[{index}," not in src and f" {index} if" not in src, index
 
 
-def test_tour_classes_come_from_the_models_predictions(tiny, tmp_path: Path) -> None:  # noqa: ANN001
+def test_tour_classes_come_from_the_models_predictions(tiny, tmp_path: Path) -> None:
     photos, _ = tour_mod.tour_images()
     ctx = tour_mod.TourContext(tiny, photos, tmp_path, quick=True, seed=0, work=tmp_path / "w")
     preds = ctx.predictions(1)

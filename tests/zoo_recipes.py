@@ -128,7 +128,7 @@ def sweep(spec: str, folder: Path) -> dict[str, tuple[str, float]]:
         try:
             call()
             status = "ok"
-        except Exception as exc:  # any failure is reported in the table
+        except Exception as exc:  # noqa: BLE001 - any failure is reported in the table
             status = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
         out[name] = (status, time.perf_counter() - t)
     return out
