@@ -1,5 +1,6 @@
 # make tour: install into .venv, then run the whole lecture on the embedded model (HTML report).
 # make test: install into .venv (with test extras), then run the test suite.
+# make lint: install into .venv (with the dev extra: ruff and mypy pinned), then ruff on the code and mypy on the package.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -28,6 +29,7 @@ bench: install
 lint: install
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
 
 clean:
 	rm -rf $(VENV) convlens-out .pytest_cache
