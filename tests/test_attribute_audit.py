@@ -42,3 +42,16 @@ def test_audit_with_masks_finds_where_the_map_is(tiny, tmp_path):
     assert sum(r["images"] for r in res.per_class()) == 3 and res.summary()["images"] == 3
     with pytest.raises(UserError, match="exactly one"):
         audit_saliency(tiny, root, tmp_path / "maps", method="edge")
+
+
+def test_audit_gallery_draws_the_outline_on_the_photo() -> None:
+    from convlens.show.attribution import audit_gallery
+
+    crop = torch.rand(3, 64, 64)
+    m = torch.zeros(64, 64)
+    m[20:40, 20:40] = 1.0
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    sheet = audit_gallery([(crop, m, mask, "a: background 0.10"), (crop, m, ~mask, "b: background 0.90")], cell=64)
+    arr = np.asarray(sheet)
+    assert sheet.width >= 2 * 64 and (arr == 255).all(-1).sum() >= 4 * 30  # both outlines are drawn in white

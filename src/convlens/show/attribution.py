@@ -340,7 +340,7 @@ def audit_gallery(entries: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike, str]]
     photo with the object's outline drawn in white."""
     tiles = []
     for crop, m, mask, text in entries:
-        over = map_panel(crop, m, "gradcam")
+        over = map_panel(crop, m, "gradcam", colorbar=False)  # the outline is drawn on the photo's pixels
         msk = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask).astype(bool)
         edge = msk ^ _erode(msk)
         arr = np.asarray(over).copy()
