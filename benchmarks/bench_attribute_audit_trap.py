@@ -37,7 +37,7 @@ def build(root: Path) -> dict[str, str]:
             dst = root / bg / src.name
             if not dst.exists():
                 dst.symlink_to(src)
-            where[f"{bg}/{src.stem}"] = bg
+            where[f"{bg}/{src.stem}"] = where[src.stem] = bg  # the audit names a photo by path or by stem
     return where
 
 
