@@ -36,7 +36,8 @@ def test_layer_picker_by_stage_on_several_families(lite0):
     from convlens.synthesize import default_dream_layer, default_invert_layers
 
     assert lite0.layers.stages() == [f"blocks.{i}" for i in range(7)]
-    assert default_dream_layer(lite0) == "blocks.4" and default_layers(lite0) == ["blocks.1", "blocks.3", "blocks.5"]
+    assert default_dream_layer(lite0) == "blocks.4" and default_layers(lite0) == ["blocks.1.1.bn2", "blocks.3.2.bn2",
+                                                                                     "blocks.5.3.bn2"]
     assert default_invert_layers(lite0)[0] == "bn1"
     r18 = convlens.Model.wrap(torchvision.models.resnet18(), size=64)
     assert r18.layers.stages() == [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]

@@ -182,8 +182,7 @@ def top_patches_cmd(run, dataset: str, layer: str | None, channels: str, k: int,
         from ..read.scan import unit_layers
 
         picks = unit_layers(model, 3)
-        layer = picks[len(picks) // 2]
-        click.echo(f"layer: {layer} (rectified, mid-depth; --layer to choose)", err=True)
+        layer = picks[len(picks) // 2]  # rectified, mid-depth; named in the figure's title and result.json
     info = model.layers[layer]
     chans = parse_range(channels, info.channels if info.spatial else None)
     if directions:
