@@ -196,10 +196,14 @@ class _ScanWorker:
                 "device": str(self.model.device)}
 
     def reduce(self, index: int, shard: Any, templates: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        import time
+
         from .scan import reduce_shard
 
+        started = time.time()
         payload = reduce_shard(self.model, self.read, shard, templates, self.batch_size, self.pool)
         payload["worker"] = os.getpid()
+        payload["span"] = (started, time.time())  # wall clock on this node: where the actor's time went
         return index, payload
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
