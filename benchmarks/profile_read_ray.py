@@ -27,6 +27,25 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def proc_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of every process of this Ray session (actors, raylet, GCS, ...) by pid."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            if "ray" not in cmd or int(d) == os.getpid():
+                continue
+            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            name = "actor" if "_ScanWorker" in cmd or "default_worker" in cmd else cmd.split()[0].rsplit("/", 1)[-1]
+            out[int(d)] = (name, (int(f[11]) + int(f[12])) / tick)
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=320)
@@ -46,7 +65,7 @@ def main() -> None:
     real = distributed.reduce_shards
     for r in range(args.rounds):
         t = time.perf_counter()
-        out = scan(model, ds, reducers(model), progress=False, checkpoint=False)
+        lout = scan(model, ds, reducers(model), progress=False, checkpoint=False)
         local = time.perf_counter() - t
         spans: list[tuple[int, float, float, float, int]] = []
 
@@ -60,19 +79,28 @@ def main() -> None:
 
         distributed.reduce_shards = wrapped
         load0 = os.getloadavg()[0]
+        p0 = proc_cpu()
         c0, w0, t = cpu(), time.time(), time.perf_counter()
         out = scan(model, ds, reducers(model), progress=False, cluster=Cluster(workers=args.workers),
                    shard_size=args.shard)
         wall, drv = time.perf_counter() - t, cpu() - c0
         distributed.reduce_shards = real
-        print(f"round {r}: local {local:.2f} s ({args.n / local:.1f} img/s, {out.threads} threads) | ray x{args.workers} "
+        p1 = proc_cpu()
+        used = {pid: (p1[pid][0], p1[pid][1] - p0[pid][1]) for pid in p1 if pid in p0}
+        print(f"round {r}: local {local:.2f} s ({args.n / local:.1f} img/s, {lout.engine}, {lout.threads} threads) | ray x{args.workers} "
               f"{wall:.2f} s ({args.n / wall:.1f} img/s) ratio {local / wall:.2f}; driver CPU {drv:.2f} s; "
               f"load {load0:.2f}")
+        other = {}
+        for pid, (name, c) in used.items():
+            if name != "actor":
+                other[name] = other.get(name, 0.0) + c
+        print("  Ray's own processes, CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(other.items()) if v > 0.005))
         for pid in sorted({s[0] for s in spans}):
             mine = sorted(s for s in spans if s[0] == pid)
             busy = sum(b - a for _, a, b, _, _ in mine)
             gaps = [mine[j + 1][1] - mine[j][2] for j in range(len(mine) - 1)]
             print(f"  actor {pid}: {len(mine)} shards, {sum(s[4] for s in mine)} img, busy {busy:.2f} s, "
+                  f"CPU {used.get(pid, ('', float('nan')))[1]:.2f} s, "
                   f"starts +{mine[0][1] - w0:.2f} s, ends +{mine[-1][2] - w0:.2f} s, gaps "
                   + ", ".join(f"{g * 1000:.0f}" for g in gaps) + " ms; per shard "
                   + ", ".join(f"{b - a:.2f}" for _, a, b, _, _ in mine) + " s")
