@@ -284,8 +284,9 @@ def reduce_shards(cluster: Cluster, model: Any, dataset: Any, shards: Sequence[t
     """Reduce ``shards`` (``(index, positions)``) of ``dataset`` on a pool of Ray actors; ``finish(index, payload)``
     is called on the driver once per shard, in the order they complete.
 
-    Two shards are kept in flight per actor, so an actor never waits for the driver. Returns ``(images reduced,
-    batch size, engine)``.
+    The biggest shards go first, and two are kept in flight per actor (so an actor does not wait for the driver)
+    while enough are left for every actor; the last ones go to whichever actor is free (a balanced tail). Returns
+    ``(images reduced, batch size, engine)``.
     """
     ray = connect(cluster)
     total_images = sum(len(p) for _, p in shards)
@@ -300,27 +301,41 @@ def reduce_shards(cluster: Cluster, model: Any, dataset: Any, shards: Sequence[t
         bar = tqdm(total=total_images + already, initial=already, unit="img", desc=f"scan on {workers} Ray workers",
                    leave=False)
     tref = ray.put(templates)
-    queue = list(shards)
-    queue.reverse()
+    # the biggest shards first (a dataset's short last shard, a resumed scan's partial ones go last), popped from
+    # the end; equal sizes in index order
+    queue = sorted(shards, key=lambda s: (len(s[1]), -s[0]))
     inflight: dict[Any, int] = {}  # object ref -> actor index
+    busy = [0] * workers  # shards in flight per actor
     seen = merged = 0
     used, bs = "ray", batch_size or 0
+
+    def give(a: int) -> None:
+        i, pos = queue.pop()
+        inflight[actors[a].reduce.remote(i, dataset[pos], tref)] = a
+        busy[a] += 1
+
+    def top_up() -> None:
+        # every idle actor gets a shard; a second one waits in an actor's queue (so it never waits for the
+        # driver) only while enough shards are left for every actor: committing the last shards to busy actors
+        # would leave the others idle at the end (3 shards on 2 actors: 2 + 1 instead of 1 + 1, then 1)
+        for a in range(workers):
+            if queue and not busy[a]:
+                give(a)
+        for a in range(workers):
+            if len(queue) >= workers and busy[a] < 2:
+                give(a)
+
     try:
-        for a in range(len(actors)):
-            for _ in range(2):
-                if queue:
-                    i, pos = queue.pop()
-                    inflight[actors[a].reduce.remote(i, dataset[pos], tref)] = a
+        top_up()
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1)
             a = inflight.pop(ready[0])
+            busy[a] -= 1
             index, payload = ray.get(ready[0])
+            top_up()  # before the merge: the actor's next shard is on its way while the driver merges
             finish(index, payload)
             seen += int(payload["images"])
             merged += 1
-            if queue:
-                i, pos = queue.pop()
-                inflight[actors[a].reduce.remote(i, dataset[pos], tref)] = a
             if bar is not None:
                 bar.update(int(payload["images"]) + sum(1 for _ in payload["skipped"]))
                 bar.set_postfix_str(f"shard {merged}/{len(shards)}", refresh=False)
