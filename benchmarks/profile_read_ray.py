@@ -10,6 +10,7 @@ import argparse
 import os
 import resource
 import time
+from pathlib import Path
 
 from _common import SAMPLE
 
@@ -35,10 +36,10 @@ def proc_cpu() -> dict[int, tuple[str, float]]:
         if not d.isdigit():
             continue
         try:
-            cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             if "ray" not in cmd or int(d) == os.getpid():
                 continue
-            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            f = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
             name = "actor" if "_ScanWorker" in cmd or "default_worker" in cmd else cmd.split()[0].rsplit("/", 1)[-1]
             out[int(d)] = (name, (int(f[11]) + int(f[12])) / tick)
         except (OSError, ValueError, IndexError):
@@ -69,7 +70,7 @@ def main() -> None:
         local = time.perf_counter() - t
         spans: list[tuple[int, float, float, float, int]] = []
 
-        def wrapped(*a, **k):
+        def wrapped(*a, spans=spans, **k):
             finish = a[6]
 
             def rec(i, payload):
@@ -81,8 +82,7 @@ def main() -> None:
         load0 = os.getloadavg()[0]
         p0 = proc_cpu()
         c0, w0, t = cpu(), time.time(), time.perf_counter()
-        out = scan(model, ds, reducers(model), progress=False, cluster=Cluster(workers=args.workers),
-                   shard_size=args.shard)
+        scan(model, ds, reducers(model), progress=False, cluster=Cluster(workers=args.workers), shard_size=args.shard)
         wall, drv = time.perf_counter() - t, cpu() - c0
         distributed.reduce_shards = real
         p1 = proc_cpu()
