@@ -63,6 +63,10 @@ def main() -> None:
     first = scan(model, ds, reducers(model), progress=False, cluster=Cluster(workers=args.workers),
                  shard_size=args.shard)
     print(f"pool start + first scan: {time.perf_counter() - t:.1f} s, engine {first.engine}, batch {first.batch_size}")
+    for pool in distributed._POOLS.values():
+        for info in ray.get([a.info.remote() for a in pool.actors]):
+            print(f"  actor {info['pid']}: {info['engine']}, {info['threads']} thread(s), batch {info['batch_size']}, "
+                  f"engine ready in {info['ready_s']:.1f} s after the model arrived")
     real = distributed.reduce_shards
     for r in range(args.rounds):
         t = time.perf_counter()

@@ -173,12 +173,14 @@ class _ScanWorker:
 
     def __init__(self, model: Any, layers: list[str], engine: str, batch_size: int | None, threads: int,
                  cuda: bool) -> None:
+        import time
         from concurrent.futures import ThreadPoolExecutor
 
         from ..core.engine import open_reader
         from ..runtime import tune_allocator
         from .scan import choose_batch_size
 
+        started = time.perf_counter()
         tune_allocator()
         torch.set_num_threads(max(1, threads))
         if cuda and torch.cuda.is_available():
@@ -190,10 +192,11 @@ class _ScanWorker:
             batch_size = 16 if self.read.engine != "torch" else (choose_batch_size(model, layers) if layers else 8)
         self.batch_size = batch_size
         self.pool = ThreadPoolExecutor(max_workers=max(2, threads))
+        self.ready_s = time.perf_counter() - started  # the model's engine: compiling (or the cached choice)
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.read.engine, "batch_size": self.batch_size, "pid": os.getpid(),
-                "device": str(self.model.device)}
+                "device": str(self.model.device), "threads": torch.get_num_threads(), "ready_s": self.ready_s}
 
     def reduce(self, index: int, shard: Any, templates: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         import time
