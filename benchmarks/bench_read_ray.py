@@ -34,7 +34,7 @@ from _common import SAMPLE
 
 import convlens
 from convlens.read import DeadUnits, PooledFeatures, TopK, feature_layer, load_dataset, scan
-from convlens.read.distributed import Cluster, shutdown_pools
+from convlens.read.distributed import Cluster, connect, shutdown_pools
 
 
 def reducers(model: convlens.Model) -> list:
@@ -95,10 +95,8 @@ def main() -> None:
         dt = time.perf_counter() - t
         print(f"decode + resize + crop, one thread: {len(files) / dt:.1f} images/s ({dt / len(files) * 1000:.1f} ms each)")
         return
-    import ray
-
     t = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray = connect(Cluster(), num_cpus=2)  # as --cluster starts one: workers at this process's priority
     print(f"Ray runtime started in {time.perf_counter() - t:.1f} s (2 CPUs)")
     # the pools' engine and CPUs: 2 threads of OpenVINO fp32 (an actor compiles at its start)
     same = {"engine": "openvino", "threads": 2}

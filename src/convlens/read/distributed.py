@@ -136,14 +136,21 @@ def require_ray() -> Any:
     return ray
 
 
-def connect(cluster: Cluster) -> Any:
-    """Ray, initialised for ``cluster`` (a runtime this process already started is used as it is)."""
+def connect(cluster: Cluster, *, num_cpus: int | None = None) -> Any:
+    """Ray, initialised for ``cluster`` (a runtime this process already started is used as it is); ``num_cpus``
+    caps a local runtime's CPUs (default: all of this machine's).
+
+    A local runtime's workers run at this process's priority. Ray's default starts them at niceness 15 (to keep its
+    own daemons responsive on a node it owns), so on a machine shared with other work the actors get the CPU only
+    when nothing else wants it, and the same scan ran up to several times slower than locally; on a cluster joined
+    by address its operators' setting stands. ``RAY_worker_niceness`` set in the environment wins."""
     ray = require_ray()
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         try:
             if cluster.address is None:
-                ray.init(**kwargs)
+                os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))  # read by the raylet it starts
+                ray.init(num_cpus=num_cpus, **kwargs)
             else:
                 ray.init(address=cluster.address, **kwargs)
         except ConnectionError as exc:
@@ -196,7 +203,8 @@ class _ScanWorker:
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.read.engine, "batch_size": self.batch_size, "pid": os.getpid(),
-                "device": str(self.model.device), "threads": torch.get_num_threads(), "ready_s": self.ready_s}
+                "device": str(self.model.device), "threads": torch.get_num_threads(), "ready_s": self.ready_s,
+                "nice": os.nice(0)}
 
     def reduce(self, index: int, shard: Any, templates: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         import time
