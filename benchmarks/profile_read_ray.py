@@ -72,8 +72,9 @@ def main() -> None:
     real = distributed.reduce_shards
     for r in range(args.rounds):
         t = time.perf_counter()
-        lout = scan(model, ds, reducers(model), progress=False, checkpoint=False)
-        local = time.perf_counter() - t
+        lc = cpu()
+        lout = scan(model, ds, reducers(model), progress=False, checkpoint=False, engine="openvino", threads=2)
+        local, lc = time.perf_counter() - t, cpu() - lc
         spans: list[tuple[int, float, float, float, int]] = []
 
         def wrapped(*a, spans=spans, **k):
@@ -93,7 +94,7 @@ def main() -> None:
         distributed.reduce_shards = real
         p1 = proc_cpu()
         used = {pid: (p1[pid][0], p1[pid][1] - p0[pid][1]) for pid in p1 if pid in p0}
-        print(f"round {r}: local {local:.2f} s ({args.n / local:.1f} img/s, {lout.engine}, {lout.threads} threads) | ray x{args.workers} "
+        print(f"round {r}: local {local:.2f} s ({args.n / local:.1f} img/s, {lout.engine}, {lout.threads} threads, CPU {lc:.2f} s) | ray x{args.workers} "
               f"{wall:.2f} s ({args.n / wall:.1f} img/s) ratio {local / wall:.2f}; driver CPU {drv:.2f} s; "
               f"load {load0:.2f}")
         other = {}
