@@ -93,7 +93,7 @@ def ray_runtime(model):
     ray.cloudpickle.register_pickle_by_value(conftest)  # the test network's class travels by value to the workers
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        distributed.connect(distributed.Cluster(), num_cpus=2)  # as --cluster starts one, on 2 CPUs
     yield ray
     distributed.shutdown_pools()
     if started:
@@ -111,6 +111,9 @@ def test_ray_scan_equals_local_scan_for_every_reducer(model, folder, local, ray_
     assert out.engine.startswith("ray:") and out.shards == 6 and out.images == 22
     _assert_same(local, out)
     assert out["dead"]["conv2"].images == 22  # nothing counted twice
+    # the actors of a runtime convlens started run at the driver's priority, not Ray's default niceness 15
+    pool = next(reversed(distributed._POOLS.values()))
+    assert {i["nice"] for i in ray_runtime.get([a.info.remote() for a in pool.actors])} == {os.nice(0)}
     assert out["hist:conv4"].counts.sum() + out["hist:conv4"].below + out["hist:conv4"].above == 22 * 8 * 16 * 16
 
 

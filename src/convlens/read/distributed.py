@@ -136,14 +136,21 @@ def require_ray() -> Any:
     return ray
 
 
-def connect(cluster: Cluster) -> Any:
-    """Ray, initialised for ``cluster`` (a runtime this process already started is used as it is)."""
+def connect(cluster: Cluster, *, num_cpus: int | None = None) -> Any:
+    """Ray, initialised for ``cluster`` (a runtime this process already started is used as it is); ``num_cpus``
+    caps a local runtime's CPUs (default: all of this machine's).
+
+    A local runtime's workers run at this process's priority. Ray's default starts them at niceness 15 (to keep its
+    own daemons responsive on a node it owns), so on a machine shared with other work the actors get the CPU only
+    when nothing else wants it, and the same scan ran up to several times slower than locally; on a cluster joined
+    by address its operators' setting stands. ``RAY_worker_niceness`` set in the environment wins."""
     ray = require_ray()
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         try:
             if cluster.address is None:
-                ray.init(**kwargs)
+                os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))  # read by the raylet it starts
+                ray.init(num_cpus=num_cpus, **kwargs)
             else:
                 ray.init(address=cluster.address, **kwargs)
         except ConnectionError as exc:
@@ -173,12 +180,14 @@ class _ScanWorker:
 
     def __init__(self, model: Any, layers: list[str], engine: str, batch_size: int | None, threads: int,
                  cuda: bool) -> None:
+        import time
         from concurrent.futures import ThreadPoolExecutor
 
         from ..core.engine import open_reader
         from ..runtime import tune_allocator
         from .scan import choose_batch_size
 
+        started = time.perf_counter()
         tune_allocator()
         torch.set_num_threads(max(1, threads))
         if cuda and torch.cuda.is_available():
@@ -190,16 +199,22 @@ class _ScanWorker:
             batch_size = 16 if self.read.engine != "torch" else (choose_batch_size(model, layers) if layers else 8)
         self.batch_size = batch_size
         self.pool = ThreadPoolExecutor(max_workers=max(2, threads))
+        self.ready_s = time.perf_counter() - started  # the model's engine: compiling (or the cached choice)
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.read.engine, "batch_size": self.batch_size, "pid": os.getpid(),
-                "device": str(self.model.device)}
+                "device": str(self.model.device), "threads": torch.get_num_threads(), "ready_s": self.ready_s,
+                "nice": os.nice(0)}
 
     def reduce(self, index: int, shard: Any, templates: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        import time
+
         from .scan import reduce_shard
 
+        started = time.time()
         payload = reduce_shard(self.model, self.read, shard, templates, self.batch_size, self.pool)
         payload["worker"] = os.getpid()
+        payload["span"] = (started, time.time())  # wall clock on this node: where the actor's time went
         return index, payload
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -280,8 +295,9 @@ def reduce_shards(cluster: Cluster, model: Any, dataset: Any, shards: Sequence[t
     """Reduce ``shards`` (``(index, positions)``) of ``dataset`` on a pool of Ray actors; ``finish(index, payload)``
     is called on the driver once per shard, in the order they complete.
 
-    Two shards are kept in flight per actor, so an actor never waits for the driver. Returns ``(images reduced,
-    batch size, engine)``.
+    The biggest shards go first, and two are kept in flight per actor (so an actor does not wait for the driver)
+    while enough are left for every actor; the last ones go to whichever actor is free (a balanced tail). Returns
+    ``(images reduced, batch size, engine)``.
     """
     ray = connect(cluster)
     total_images = sum(len(p) for _, p in shards)
@@ -296,27 +312,41 @@ def reduce_shards(cluster: Cluster, model: Any, dataset: Any, shards: Sequence[t
         bar = tqdm(total=total_images + already, initial=already, unit="img", desc=f"scan on {workers} Ray workers",
                    leave=False)
     tref = ray.put(templates)
-    queue = list(shards)
-    queue.reverse()
+    # the biggest shards first (a dataset's short last shard, a resumed scan's partial ones go last), popped from
+    # the end; equal sizes in index order
+    queue = sorted(shards, key=lambda s: (len(s[1]), -s[0]))
     inflight: dict[Any, int] = {}  # object ref -> actor index
+    busy = [0] * workers  # shards in flight per actor
     seen = merged = 0
     used, bs = "ray", batch_size or 0
+
+    def give(a: int) -> None:
+        i, pos = queue.pop()
+        inflight[actors[a].reduce.remote(i, dataset[pos], tref)] = a
+        busy[a] += 1
+
+    def top_up() -> None:
+        # every idle actor gets a shard; a second one waits in an actor's queue (so it never waits for the
+        # driver) only while enough shards are left for every actor: committing the last shards to busy actors
+        # would leave the others idle at the end (3 shards on 2 actors: 2 + 1 instead of 1 + 1, then 1)
+        for a in range(workers):
+            if queue and not busy[a]:
+                give(a)
+        for a in range(workers):
+            if len(queue) >= workers and busy[a] < 2:
+                give(a)
+
     try:
-        for a in range(len(actors)):
-            for _ in range(2):
-                if queue:
-                    i, pos = queue.pop()
-                    inflight[actors[a].reduce.remote(i, dataset[pos], tref)] = a
+        top_up()
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1)
             a = inflight.pop(ready[0])
+            busy[a] -= 1
             index, payload = ray.get(ready[0])
+            top_up()  # before the merge: the actor's next shard is on its way while the driver merges
             finish(index, payload)
             seen += int(payload["images"])
             merged += 1
-            if queue:
-                i, pos = queue.pop()
-                inflight[actors[a].reduce.remote(i, dataset[pos], tref)] = a
             if bar is not None:
                 bar.update(int(payload["images"]) + sum(1 for _ in payload["skipped"]))
                 bar.set_postfix_str(f"shard {merged}/{len(shards)}", refresh=False)
