@@ -232,6 +232,20 @@ def test_big_job_compiles_mid_job_and_remembers_the_cost(tiny, monkeypatch, tmp_
         (plan["eager_spi"] > plan["openvino_spi"])
 
 
+def test_a_network_already_converted_on_disk_is_cheap_to_compile(tiny, monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVLENS_CACHE", str(tmp_path))
+    engine._readers.clear()
+    spi = 0.02  # 1000 images at 20 ms each: the prior 2x saves 10 s -- less than a cold compile, more than a warm one
+    cold = engine._AutoReader(tiny, ["conv4"], images=1000)
+    assert cold._prior_compile_s() == engine._PRIOR_COMPILE_S and not cold.repays(spi)
+    with engine.open_reader(tiny, ["conv4"], engine="openvino") as read:  # converts it into the disk cache
+        read(_pixels(2))
+    warm = engine._AutoReader(tiny, ["conv4"], images=1000)
+    assert "compile_s" not in warm.plan and warm._prior_compile_s() == engine._PRIOR_WARM_COMPILE_S
+    assert warm.repays(spi)
+    engine._readers.clear()
+
+
 def test_fair_threads_leave_busy_cores_to_others(monkeypatch):
     monkeypatch.setattr(engine, "_cores", lambda: 2)
     monkeypatch.setattr(engine, "_runnable_elsewhere", lambda samples=3: 0)

@@ -69,6 +69,7 @@ ENGINES = ("auto", "openvino", "torch")
 # (EfficientNet-Lite0 on 2 cores: 2 per request), bigger ones networks with large fully connected layers (AlexNet, VGG)
 _REQUEST_BATCHES = (2, 8)
 _PRIOR_COMPILE_S = 30.0  # seconds to convert, compile, check and time a network never compiled on this machine
+_PRIOR_WARM_COMPILE_S = 5.0  # the same when the converted network is already in the disk cache (compile + check)
 _PRIOR_SPEEDUP = 2.0  # OpenVINO over eager PyTorch, until measured (EfficientNet-Lite0 on 2 cores: about 2.5x)
 _KEEP_ON_DISK = 16  # converted networks kept in the cache folder, the most recently used
 # compiled networks of this process, a few at most (None: eager PyTorch reads that network faster)
@@ -274,9 +275,19 @@ class _AutoReader(LayerReader):
         speedup = _PRIOR_SPEEDUP
         if plan.get("eager_spi") and plan.get("openvino_spi"):
             speedup = plan["eager_spi"] / plan["openvino_spi"]
-        cost = float(plan.get("compile_s", _PRIOR_COMPILE_S))
+        cost = float(plan.get("compile_s", self._prior_compile_s()))
         left = self.images - self.seen
         return speedup > 1 and left * spi * (1 - 1 / speedup) > cost
+
+    def _prior_compile_s(self) -> float:
+        """Compile cost before one was measured here: small when the network is already converted on disk."""
+        ov = _openvino()
+        if ov is None:
+            return float("inf")
+        with contextlib.suppress(Exception):
+            if _cache_path(ov, self.model, list(self.layers)).exists():
+                return _PRIOR_WARM_COMPILE_S
+        return _PRIOR_COMPILE_S
 
     def _maybe_compile(self, spi: float) -> None:
         if not self.repays(spi):
