@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -78,8 +79,8 @@ class Cluster:
             ``"auto"`` joins the cluster this machine belongs to; ``"ray://head:10001"`` or ``"head:6379"`` join one.
         workers: actors in the pool (one model each); ``None``: the cluster's CPUs divided by ``cpus_per_worker``
             (by ``gpus_per_worker`` GPUs when that is set).
-        cpus_per_worker: CPUs each actor reserves and uses as threads; ``None``: 1, or the cluster's CPUs shared
-            evenly among ``workers`` when that is given.
+        cpus_per_worker: CPUs each actor reserves (it runs that many compute threads, at least 2); ``None``: 1,
+            or the cluster's CPUs shared evenly among ``workers`` when that is given.
         gpus_per_worker: GPUs each actor reserves (its model then runs on CUDA); 0 for CPU-only.
     """
 
@@ -257,7 +258,10 @@ def _pool(ray: Any, cluster: Cluster, model: Any, layers: list[str], engine: str
                       or sum(p.gpus for p in _POOLS.values()) + workers * gpw > float(res.get("GPU", 0)) + 1e-9):
         _drop(ray, _POOLS.popitem(last=False)[1])
     ref = ray.put(model)  # one copy in the object store, read by every actor
-    threads = max(1, int(cpw))
+    # an actor's compute thread idles while its own decode threads prepare the next batch: with one CPU reserved,
+    # two compute threads keep that CPU busy (2 actors x 1 CPU on 2 cores: 0.69x the local scan with 1 thread
+    # each, 0.98x with 2; benchmarks/bench_read_ray.py)
+    threads = max(2, math.ceil(cpw))
     cls = _actor_class(ray).options(num_cpus=cpw, num_gpus=gpw)
     pool = _Pool([cls.remote(ref, layers, engine, batch_size, threads, gpw > 0) for _ in range(workers)], ref,
                  workers * cpw, workers * gpw)
