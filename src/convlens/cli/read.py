@@ -168,13 +168,16 @@ def embed_cmd(run, dataset: str, layer: str | None, method: str, grid_side: int 
 @click.option("--channels", "-c", default="0-15", show_default=True, help="Channels, e.g. 0-15 or 3,7,9.")
 @click.option("--k", type=COUNT, default=9, show_default=True, help="Patches per channel.")
 @click.option("--guided", is_flag=True, help="Beside each patch, its unit's guided-backprop image.")
+@click.option("--crop", type=click.Choice(["auto", "erf", "rf"]), default="auto", show_default=True,
+              help="rf: the theoretical receptive field; erf: the square around the unit holding 90%% of its "
+                   "guided-backprop mass; auto: erf where the receptive field is at least half the image.")
 @click.option("--direction", "directions", multiple=True, type=click.Choice(["unit", "random", "pca"]),
               help="Top patches along random / principal directions of the layer, beside single units, from one "
                    "scan, with their class coherence (Szegedy et al. 2014). Repeat for several.")
 @click.option("--count", type=COUNT, default=8, show_default=True, help="With --direction: directions of each kind.")
 @_LIMIT
 @_CACHE
-def top_patches_cmd(run, dataset: str, layer: str | None, channels: str, k: int, guided: bool,
+def top_patches_cmd(run, dataset: str, layer: str | None, channels: str, k: int, guided: bool, crop: str,
                     directions: tuple[str, ...], count: int, limit: int | None, cache_dir: str | None) -> None:
     """For each channel, the k dataset patches that activate it most, cropped to the unit's receptive field."""
     model = run.model
@@ -188,14 +191,16 @@ def top_patches_cmd(run, dataset: str, layer: str | None, channels: str, k: int,
     if directions:
         _directions(run, dataset, layer, chans, k, directions, count, limit)
         return
-    tp = top_patches(model, load_dataset(dataset, limit=limit), layer, channels=chans, k=k)
+    tp = top_patches(model, load_dataset(dataset, limit=limit), layer, channels=chans, k=k, crop=crop)
     g = None
     if guided:
         g = [[render.to_rgb(t) for t in row] for row in guided_patches(model, tp)]
     save(render.top_patches_figure(tp, guided=g), run.out / "top_patches.png")
-    run.save({"layer": layer, "receptive_field": list(tp.rf_size), "ties_ranked_by": tp.secondary, "channels": [
+    run.save({"layer": layer, "receptive_field": list(tp.rf_size), "ties_ranked_by": tp.secondary, "crop": tp.crop,
+              "erf_mass": tp.mass, "channels": [
         {"channel": c, "tied": t, "patches": [{"file": str(p.file), "value": p.value, "mean": p.mean,
-                                              "box": list(p.box), "unit": [p.y, p.x], "clipped": p.clipped}
+                                              "box": list(p.box), "unit": [p.y, p.x], "clipped": p.clipped,
+                                              "rf_box": list(p.rf_box or p.box)}
                                              for p in ps]}
         for c, ps, t in zip(tp.channels, tp.patches, tp.ties or [0] * len(tp.channels))]})
 

@@ -3,6 +3,13 @@
 One streamed :func:`~convlens.read.scan.scan` keeps, per channel, the k images with the largest activation and
 where in the map it happened; each is then cropped to the receptive field of that unit, computed from the
 layer index (``model.layers[layer].rf``) -- a crop that would leave the image is clipped and marked.
+
+From mid-network on the theoretical receptive field covers the whole image, so that crop is the whole photo. There
+the patch is cropped instead to the region that actually drives the unit (``crop="erf"``, the default when the
+theoretical field is at least half the image): the smallest square centred on the unit that holds ``mass`` (90%)
+of the unit's guided-backpropagation magnitude ``sum_c |g|`` (Springenberg et al. 2015), at least ``min_side``
+pixels. The same batched :func:`~convlens.attribute.gradients.guided_units` pass gives the guided tiles, so
+``guided_patches`` then costs nothing; the theoretical box is kept on each patch (``rf_box``) for the figure.
 """
 
 from __future__ import annotations
@@ -20,14 +27,16 @@ from .dataset import Dataset
 from .reducers import TopK, TopKResult
 from .scan import scan
 
-__all__ = ["Patch", "TopPatches", "crop_patches", "guided_patches", "top_patches"]
+__all__ = ["Patch", "TopPatches", "crop_patches", "erf_box", "erf_crop", "guided_patches", "top_patches"]
 
 
 @dataclass
 class Patch:
-    """One top-activating unit: its image, map position ``(y, x)``, activation ``value`` and the receptive
-    field ``box`` ``(x0, y0, x1, y1)`` in model-input pixels (clipped to the image; ``clipped`` says so).
-    ``pixels`` is the ``3 x h x w`` crop in [0, 1]; ``full`` the unclipped box (may leave the image)."""
+    """One top-activating unit: its image, map position ``(y, x)``, activation ``value`` and the crop
+    ``box`` ``(x0, y0, x1, y1)`` in model-input pixels (clipped to the image; ``clipped`` says so) -- the receptive
+    field, or with ``TopPatches.crop == "erf"`` the square holding most of the unit's guided-backprop mass.
+    ``pixels`` is the ``3 x h x w`` crop in [0, 1]; ``full`` the unclipped box (may leave the image); ``rf_box``
+    the theoretical receptive field, clipped (equal to ``box`` for ``crop="rf"``)."""
 
     file: Path
     value: float
@@ -38,6 +47,7 @@ class Patch:
     clipped: bool
     pixels: torch.Tensor = field(repr=False)
     mean: float | None = None  # the channel's mean over this image's map: the key that ranks equal maxima
+    rf_box: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -51,6 +61,11 @@ class TopPatches:
     ties: list[int] = field(default_factory=list)
     """Per channel, how many of its top patches share their maximum with another (ranked by ``secondary``)."""
     secondary: str = TopKResult.SECONDARY
+    crop: str = "rf"
+    """``"rf"``: patches are theoretical receptive fields; ``"erf"``: squares holding ``mass`` of the guided mass."""
+    mass: float | None = None
+    guided: list[list[torch.Tensor]] | None = field(default=None, repr=False)
+    """With ``crop="erf"``: each patch's guided-backprop tile (display-scaled, cropped like it), from the same pass."""
 
 
 def crop_patches(model: Model, top: TopKResult) -> TopPatches:
@@ -74,15 +89,91 @@ def crop_patches(model: Model, top: TopKResult) -> TopPatches:
             x0, y0, x1, y1 = box
             mean = None if top.means is None or np.isnan(top.means[c, j]) else float(top.means[c, j])
             row.append(Patch(top.file_of(image_id), float(top.values[c, j]), y, x, box, full, box != full,
-                             cache[image_id][:, y0:y1, x0:x1].clone(), mean))
+                             cache[image_id][:, y0:y1, x0:x1].clone(), mean, box))
         rows.append(row)
     return TopPatches(top.layer, [int(c) for c in top.channels], rows, rf.size, [int(t) for t in top.ties])
 
 
+def erf_box(mass: np.ndarray, cy: float, cx: float, *, fraction: float = 0.9, min_side: int = 16
+            ) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """The smallest square centred on ``(cy, cx)`` (input pixels) holding ``fraction`` of the non-negative
+    ``H x W`` map ``mass``, at least ``min_side`` wide. Returns ``(clipped, unclipped)`` boxes ``(x0, y0, x1, y1)``
+    with exclusive ends, placed like :meth:`ReceptiveField.box`. An all-zero map gives the ``min_side`` square."""
+    h, w = mass.shape
+    m = np.asarray(mass, np.float64)
+    integral = np.zeros((h + 1, w + 1))
+    integral[1:, 1:] = m.cumsum(0).cumsum(1)
+    total = integral[-1, -1]
+    sides = np.arange(max(1, int(min_side)), 2 * max(h, w) + 2)
+    y0 = np.floor(cy - (sides - 1) / 2).astype(int)
+    x0 = np.floor(cx - (sides - 1) / 2).astype(int)
+    cy0, cx0 = np.clip(y0, 0, h), np.clip(x0, 0, w)
+    cy1, cx1 = np.clip(y0 + sides, 0, h), np.clip(x0 + sides, 0, w)
+    inside = integral[cy1, cx1] - integral[cy0, cx1] - integral[cy1, cx0] + integral[cy0, cx0]
+    ok = np.nonzero(inside >= fraction * total - 1e-12 * max(total, 1.0))[0] if total > 0 else np.array([0])
+    i = int(ok[0]) if len(ok) else len(sides) - 1
+    s = int(sides[i])
+    return ((int(cx0[i]), int(cy0[i]), int(cx1[i]), int(cy1[i])),
+            (int(x0[i]), int(y0[i]), int(x0[i]) + s, int(y0[i]) + s))
+
+
+def erf_crop(model: Model, tp: TopPatches, *, mass: float = 0.9, min_side: int | None = None,
+             batch_size: int = 16) -> TopPatches:
+    """``tp`` with every patch re-cropped to its unit's effective field: the smallest square centred on the unit
+    holding ``mass`` of its guided-backprop magnitude (see :func:`erf_box`; ``min_side`` defaults to twice the
+    layer's stride, at least 16 px), clipped to the theoretical field. Also fills ``tp.guided`` from the same
+    batched pass. Patches of a unit with an all-zero gradient keep their receptive-field crop."""
+    from ..attribute.gradients import guided_units
+    from ..show.figures import display_signed
+
+    if not 0 < mass <= 1:
+        raise UserError(f"mass must be in (0, 1], got {mass}")
+    rf = model.layers[tp.layer].rf
+    side = int(min_side) if min_side is not None else max(16, int(2 * max(rf.stride)))
+    flat = [(i, j, c, p) for i, (c, ps) in enumerate(zip(tp.channels, tp.patches)) for j, p in enumerate(ps)]
+    rows: list[list[Patch]] = [list(ps) for ps in tp.patches]
+    guided: list[list[torch.Tensor]] = [[torch.empty(0)] * len(ps) for ps in tp.patches]
+    cache: dict[Path, torch.Tensor] = {}
+    for s in range(0, len(flat), batch_size):
+        part = flat[s:s + batch_size]
+        for *_, p in part:
+            if p.file not in cache:
+                cache[p.file] = model.preprocess.to_tensor(p.file)
+        x = torch.stack([cache[p.file] for *_, p in part])
+        g = guided_units(model, tp.layer, x, [c for _, _, c, _ in part], [p.y for *_, p in part],
+                         [p.x for *_, p in part]).cpu()
+        for n, (i, j, _, p) in enumerate(part):
+            rfb = p.rf_box if p.rf_box is not None else p.box
+            a = g[n].abs().sum(0).numpy()
+            if not a.any():
+                guided[i][j] = display_signed(g[n, :, rfb[1]:rfb[3], rfb[0]:rfb[2]])
+                continue
+            cy = rf.start[0] + p.y * rf.stride[0]
+            cx = rf.start[1] + p.x * rf.stride[1]
+            (bx0, by0, bx1, by1), full = erf_box(a, cy, cx, fraction=mass, min_side=side)
+            bx0, by0 = max(bx0, rfb[0]), max(by0, rfb[1])
+            bx1, by1 = min(bx1, rfb[2]), min(by1, rfb[3])
+            box = (bx0, by0, bx1, by1)
+            img = cache[p.file]
+            rows[i][j] = Patch(p.file, p.value, p.y, p.x, box, full, box != full,
+                               img[:, by0:by1, bx0:bx1].clone(), p.mean, rfb)
+            guided[i][j] = display_signed(g[n, :, by0:by1, bx0:bx1])
+    return TopPatches(tp.layer, tp.channels, rows, tp.rf_size, tp.ties, tp.secondary, "erf", mass, guided)
+
+
 def top_patches(model: Model, dataset: str | Path | Dataset | Sequence[str | Path], layer: str, *,
                 channels: Sequence[int] | None = None, k: int = 9, batch_size: int | None = None,
-                cache_dir: str | Path | None = None, progress: bool = True) -> TopPatches:
-    """For each channel of ``layer`` (or just ``channels``), the ``k`` dataset patches that activate it most."""
+                cache_dir: str | Path | None = None, progress: bool = True, crop: str = "auto",
+                mass: float = 0.9, min_side: int | None = None) -> TopPatches:
+    """For each channel of ``layer`` (or just ``channels``), the ``k`` dataset patches that activate it most.
+
+    ``crop``: ``"rf"`` crops each to its unit's theoretical receptive field; ``"erf"`` to the square around the
+    unit holding ``mass`` of its guided-backprop magnitude (:func:`erf_crop`; one batched backward pass per 16
+    patches); ``"auto"`` (default) uses ``"erf"`` when the theoretical field is at least half the input's side,
+    where receptive-field crops are (nearly) the whole photo.
+    """
+    if crop not in ("auto", "erf", "rf"):
+        raise UserError(f"crop must be 'auto', 'erf' or 'rf', got {crop!r}")
     info = model.layers[layer]
     if not info.spatial:
         raise UserError(f"layer {layer!r} has no spatial map (output {info.shape}); pick a convolutional layer")
@@ -92,7 +183,17 @@ def top_patches(model: Model, dataset: str | Path | Dataset | Sequence[str | Pat
             raise UserError(f"channel {bad[0]} out of range: layer {layer} has channels 0-{info.channels - 1}")
     out = scan(model, dataset, [TopK(layer, k, channels=None if channels is None else list(channels))],
                batch_size=batch_size, cache_dir=cache_dir, progress=progress)
-    return crop_patches(model, out[f"topk:{layer}"])
+    tp = crop_patches(model, out[f"topk:{layer}"])
+    if crop == "auto":
+        crop = "erf" if large_rf(model, layer) else "rf"
+    return erf_crop(model, tp, mass=mass, min_side=min_side) if crop == "erf" else tp
+
+
+def large_rf(model: Model, layer: str) -> bool:
+    """Whether ``layer``'s theoretical receptive field spans at least half the input's side (``crop="auto"``)."""
+    rf = model.layers[layer].rf
+    h, w = model.preprocess.size
+    return rf.whole or max(rf.size[0] / h, rf.size[1] / w) >= 0.5
 
 
 def guided_patches(model: Model, tp: TopPatches, *, batch_size: int = 16) -> list[list[torch.Tensor]]:
@@ -105,6 +206,8 @@ def guided_patches(model: Model, tp: TopPatches, *, batch_size: int = 16) -> lis
     from ..attribute.gradients import guided_units
     from ..show.figures import display_signed
 
+    if tp.guided is not None:  # computed with the effective-field crops, in the same pass
+        return tp.guided
     flat = [(i, j, c, p) for i, (c, ps) in enumerate(zip(tp.channels, tp.patches)) for j, p in enumerate(ps)]
     rows: list[list[torch.Tensor]] = [[torch.empty(0)] * len(ps) for ps in tp.patches]
     cache: dict[Path, torch.Tensor] = {}

@@ -154,40 +154,63 @@ def embedding_grid(files: Sequence[Path], cells: np.ndarray, side: int, *, cell_
     return canvas
 
 
+def _pad_tile(piece: Image.Image, cw: int, ch: int, off: tuple[int, int], px: int) -> Image.Image:
+    """``piece`` pasted at ``off`` on a grey ``cw x ch`` canvas (a clipped crop keeps its unit centred), to px."""
+    if cw <= 2048 and ch <= 2048:
+        canvas = Image.new("RGB", (cw, ch), (128, 128, 128))
+        canvas.paste(piece, off)
+    else:
+        canvas = piece
+    return canvas.resize((px, px), Image.Resampling.LANCZOS if max(cw, ch) > px else Image.Resampling.NEAREST)
+
+
 def top_patches_figure(tp: TopPatches, *, patch_px: int = 64, guided: Sequence[Sequence[Image.Image]] | None = None
                        ) -> Image.Image:
-    """One row per channel: its top patches at a common scale (clipped patches padded gray, red corner mark)."""
+    """One row per channel: its top patches (clipped patches padded gray, red corner mark).
+
+    Receptive-field crops (``tp.crop == "rf"``) share one scale. Effective-field crops (``"erf"``) are each scaled
+    to the tile and labelled with their side; they lie inside the theoretical receptive field, whose size the title
+    gives. Guided tiles are padded like their patches, so both show the same pixels."""
     side_h, side_w = int(tp.rf_size[0]), int(tp.rf_size[1])
+    erf = tp.crop == "erf"
     rows = []
+    sides: list[int] = []
     for r, (c, patches) in enumerate(zip(tp.channels, tp.patches)):
         tiles = []
         for j, p in enumerate(patches):
-            canvas = Image.new("RGB", (min(side_w, 10**4), min(side_h, 10**4)), (128, 128, 128))
-            x0, y0, _, _ = p.box
-            fx0, fy0 = p.full[0], p.full[1]
-            piece = to_rgb(p.pixels)
-            if side_w <= 2048 and side_h <= 2048:
-                canvas.paste(piece, (x0 - fx0, y0 - fy0))
-            else:
-                canvas = piece
-            t = canvas.resize((patch_px, patch_px), Image.Resampling.LANCZOS if side_w > patch_px
-                              else Image.Resampling.NEAREST)
+            fx0, fy0, fx1, fy1 = p.full
+            ch, cw = (fy1 - fy0, fx1 - fx0) if erf else (side_h, side_w)
+            sides.append(max(ch, cw))
+            off = (p.box[0] - fx0, p.box[1] - fy0)
+            t = _pad_tile(to_rgb(p.pixels), cw, ch, off, patch_px)
             if p.clipped:
-                d = ImageDraw.Draw(t)
-                d.polygon([(patch_px - 12, 0), (patch_px, 0), (patch_px, 12)], fill=(220, 40, 40))
+                ImageDraw.Draw(t).polygon([(patch_px - 12, 0), (patch_px, 0), (patch_px, 12)], fill=(220, 40, 40))
             tiles.append(t)
             if guided is not None:
-                tiles.append(guided[r][j].resize((patch_px, patch_px)))
+                gi = guided[r][j]
+                tiles.append(_pad_tile(gi, cw, ch, off, patch_px) if gi.size == p.pixels.shape[:0:-1] else gi.resize((patch_px, patch_px)))
         tied = tp.ties[r] if r < len(tp.ties) else 0
-        labels = [(f"{p.value:.2f}" + (f" m{p.mean:.2f}" if tied and p.mean is not None else ""))
-                  if i == 0 else "guided" for p in patches for i in range(2 if guided is not None else 1)]
+
+        def label(p, tied: int = tied) -> str:
+            s = f"{p.value:.2f}" + (f" m{p.mean:.2f}" if tied and p.mean is not None else "")
+            return s + (f" {p.full[2] - p.full[0]}px" if erf else "")
+        labels = [label(p) if i == 0 else "guided" for p in patches for i in range(2 if guided is not None else 1)]
         g = grid(tiles, ncols=len(tiles), labels=labels, label_size=9, pad=2)
         lab = Image.new("RGB", (46, g.height), (255, 255, 255))
         ImageDraw.Draw(lab).text((4, g.height // 2 - 8), f"ch {c}", fill=(0, 0, 0), font=font(11, True))
         rows.append(side_by_side([lab, g], pad=0))
     body = stack(rows, pad=1)
-    head = (f"{tp.layer}: top {max(len(p) for p in tp.patches)} patches per channel, "
-            f"cropped to the {side_h}x{side_w} receptive field (red corner: clipped at the border)")
+    n = max(len(p) for p in tp.patches)
+    if erf:
+        ih = max((p.rf_box[3] - p.rf_box[1]) for ps in tp.patches for p in ps if p.rf_box) if sides else 0
+        whole = f" (larger than the {ih}px input: the whole photo)" if min(side_h, side_w) >= ih > 0 else ""
+        head = (f"{tp.layer}: top {n} patches per channel, each cropped to the square around its unit holding "
+                f"{100 * (tp.mass or 0.9):.0f}% of its guided-backprop mass ({min(sides or [0])}-{max(sides or [0])} "
+                f"px, labelled)\ntheoretical receptive field {side_h}x{side_w} px{whole} "
+                f"(red corner: clipped at the border, padded grey)")
+    else:
+        head = (f"{tp.layer}: top {n} patches per channel, "
+                f"cropped to the {side_h}x{side_w} receptive field (red corner: clipped at the border)")
     if any(tp.ties):
         head += (f"\n{sum(tp.ties)} patches share their maximum with another (a saturating layer): equal maxima "
                  f"ranked by the {tp.secondary} ('m' value)")

@@ -70,7 +70,19 @@ def saliency_figure(image: ArrayLike, panels: Sequence[tuple[str, ArrayLike, tor
         label = LABELS.get(method, method) + (" (signed, grey = 0; 99th pct of |g| at full colour)"
                                               if raw is not None else "")
         items.append((map_panel(image, m, method, raw), label))
-    return side_by_side(items, height=height, title_text=title_text, caption_size=12)
+    fig = side_by_side(items, height=height, title_text=title_text, caption_size=12)
+    if any(method == "deconvnet" for method, _, _ in panels):
+        from .figures import caption
+
+        fig = caption(fig, DECONV_NOTE, size=12)
+    return fig
+
+
+DECONV_NOTE = ("DeconvNet: the regular checkerboard is the method, not a defect (it matches Captum's Deconvolution "
+               "exactly on ReLU networks). Its backward pass applies each strided convolution transposed, and a "
+               "stride-2 kernel whose size is not a multiple of 2 covers output pixels unevenly (Odena et al. 2016); "
+               "DeconvNet rectifies the signal instead of gating it by the forward pass, so nothing image-specific "
+               "masks the pattern. Guided backprop gates by the forward pass and shows it far less.")
 
 
 def mask_figure(image: ArrayLike, saliency: ArrayLike, mask: ArrayLike, *, title_text: str | None = None
