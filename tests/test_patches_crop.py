@@ -86,3 +86,19 @@ def test_crop_option(tiny, tmp_path):
             cy, cx = rf.start[0] + p.y * rf.stride[0], rf.start[1] + p.x * rf.stride[1]
             assert x0 <= cx < x1 and y0 <= cy < y1
             assert torch.equal(p.pixels, tiny.preprocess.to_tensor(p.file)[:, y0:y1, x0:x1])
+
+
+def test_microscope_crops_a_whole_field_unit_like_top_patches(lite0, sample_dir, tmp_path):
+    from PIL import Image
+
+    from convlens.show.microscope import build_microscope
+
+    files = sorted(sample_dir.glob("*.JPEG"))[:6]
+    out = tmp_path / "site"
+    build_microscope(lite0, files, out, layers=["blocks.4"], k=2, max_channels=1, vis_steps=0, progress=False)
+    tp = top_patches(lite0, files, "blocks.4", channels=[0], k=2, progress=False)
+    for j, p in enumerate(tp.patches[0]):
+        x0, y0, x1, y1 = p.box
+        size = Image.open(out / "layers" / "blocks.4" / "img" / f"c0_p{j}.jpg").size
+        scale = max(1, 112 // max(x1 - x0, y1 - y0))  # the page upscales small crops to 112 px
+        assert size == ((x1 - x0) * scale, (y1 - y0) * scale) and (x1 - x0) * (y1 - y0) < 0.5 * 224 * 224

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ from .dataset import Dataset
 from .reducers import TopK, TopKResult
 from .scan import scan
 
-__all__ = ["Patch", "TopPatches", "crop_patches", "erf_box", "erf_crop", "guided_patches", "top_patches"]
+__all__ = ["Patch", "TopPatches", "crop_patches", "erf_box", "erf_crop", "guided_patches", "large_rf", "top_patches",
+           "unit_erf_box"]
 
 
 @dataclass
@@ -144,21 +146,32 @@ def erf_crop(model: Model, tp: TopPatches, *, mass: float = 0.9, min_side: int |
                          [p.x for *_, p in part]).cpu()
         for n, (i, j, _, p) in enumerate(part):
             rfb = p.rf_box if p.rf_box is not None else p.box
-            a = g[n].abs().sum(0).numpy()
-            if not a.any():
+            found = unit_erf_box(rf, g[n], p.y, p.x, rfb, mass=mass, min_side=side)
+            if found is None:
                 guided[i][j] = display_signed(g[n, :, rfb[1]:rfb[3], rfb[0]:rfb[2]])
                 continue
-            cy = rf.start[0] + p.y * rf.stride[0]
-            cx = rf.start[1] + p.x * rf.stride[1]
-            (bx0, by0, bx1, by1), full = erf_box(a, cy, cx, fraction=mass, min_side=side)
-            bx0, by0 = max(bx0, rfb[0]), max(by0, rfb[1])
-            bx1, by1 = min(bx1, rfb[2]), min(by1, rfb[3])
-            box = (bx0, by0, bx1, by1)
+            box, full = found
+            bx0, by0, bx1, by1 = box
             img = cache[p.file]
             rows[i][j] = Patch(p.file, p.value, p.y, p.x, box, full, box != full,
                                img[:, by0:by1, bx0:bx1].clone(), p.mean, rfb)
             guided[i][j] = display_signed(g[n, :, by0:by1, bx0:bx1])
     return TopPatches(tp.layer, tp.channels, rows, tp.rf_size, tp.ties, tp.secondary, "erf", mass, guided)
+
+
+def unit_erf_box(rf: Any, grad: torch.Tensor, y: int, x: int, rf_box: tuple[int, int, int, int], *,
+                 mass: float = 0.9, min_side: int = 16
+                 ) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None:
+    """The effective-field crop of the unit at map position ``(y, x)`` from its guided gradient ``grad``
+    (``3 x H x W``): :func:`erf_box` around the unit's centre, clipped to its theoretical box ``rf_box``. Returns
+    ``(box, unclipped)``, or ``None`` when the gradient is zero everywhere (keep the receptive-field crop)."""
+    a = grad.abs().sum(0).cpu().numpy()
+    if not a.any():
+        return None
+    cy, cx = rf.start[0] + y * rf.stride[0], rf.start[1] + x * rf.stride[1]
+    (bx0, by0, bx1, by1), full = erf_box(a, cy, cx, fraction=mass, min_side=min_side)
+    box = (max(bx0, rf_box[0]), max(by0, rf_box[1]), min(bx1, rf_box[2]), min(by1, rf_box[3]))
+    return box, full
 
 
 def top_patches(model: Model, dataset: str | Path | Dataset | Sequence[str | Path], layer: str, *,

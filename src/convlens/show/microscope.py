@@ -7,7 +7,7 @@ reducers for the chosen layers, caches the result, and writes:
 - ``layers/<layer>/index.html``: a grid of the layer's channels, each with its top dataset patch and its feature
   visualization (images lazy-loaded, so a layer with 1,280 channels opens fast);
 - ``layers/<layer>/<c>.html``: per channel, the top-k dataset patches cropped to the receptive field of the
-  maximising unit (Zeiler & Fergus 2014), their guided-backprop images (Springenberg et al. 2015), the channel's
+  maximising unit (to its guided-backprop mass where that field is most of the image; Zeiler & Fergus 2014), their guided-backprop images (Springenberg et al. 2015), the channel's
   feature visualization (Olah et al. 2017), its weights where they can be drawn, and its activation histogram.
 
 Re-running with the same output folder reuses the scan cache and every picture already written. File names,
@@ -34,6 +34,7 @@ from ..core.cache import cache_key
 from ..errors import UserError
 from ..models import Model
 from ..read.dataset import Dataset, load_dataset
+from ..read.patches import large_rf, unit_erf_box
 from ..read.reducers import DeadUnits, Histogram, Reducer, TopK
 from . import figures as F
 from .html import render, save_image, slug, svg_histogram
@@ -388,6 +389,7 @@ def _patches_and_guided(model: Model, ds: Dataset, layer: str, data: dict[str, A
         return
     # group by image so each photo is decoded once, then run guided backprop in batches of units
     jobs.sort(key=lambda cj: int(ids[cj[0], cj[1]]))
+    erf, min_side = large_rf(model, layer), max(16, int(2 * max(info.rf.stride)))
     cache: dict[int, torch.Tensor] = {}
     bar = None
     if progress:
@@ -408,7 +410,12 @@ def _patches_and_guided(model: Model, ds: Dataset, layer: str, data: dict[str, A
             grads = guided_units(model, layer, x, [c for c, _ in part], [int(ys[c, j]) for c, j in part],
                                  [int(xs[c, j]) for c, j in part])
             for n, (c, j) in enumerate(part):
-                x0, y0, x1, y1 = info.rf.box(int(ys[c, j]), int(xs[c, j]), h, w)
+                y, xx = int(ys[c, j]), int(xs[c, j])
+                x0, y0, x1, y1 = rfb = info.rf.box(y, xx, h, w)
+                if erf:  # a (near-)whole theoretical field: crop to the guided-backprop mass, as top-patches does
+                    found = unit_erf_box(info.rf, grads[n], y, xx, rfb, min_side=min_side)
+                    if found is not None:
+                        x0, y0, x1, y1 = found[0]
                 crop = x[n, :, y0:y1, x0:x1].cpu()
                 g = display_gradient(grads[n, :, y0:y1, x0:x1].cpu())
                 scale = max(1, side // max(crop.shape[1:]))
