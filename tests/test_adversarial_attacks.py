@@ -122,6 +122,11 @@ def test_evaluate_attack_numbers_add_up(tiny) -> None:
     linf, l2 = norms(rep.adversarial[correct], x[correct])
     assert rep.mean_linf == pytest.approx(float(linf.mean())) and rep.mean_linf <= float(torch.tensor(16 / 255))
     assert rep.mean_l2 == pytest.approx(float(l2.mean()))
+    assert torch.equal(rep.attacked, correct) and torch.equal(rep.fooled, correct & (adv_pred != labels))
+    with torch.no_grad():
+        p_clean, p_adv = tiny(x).softmax(1), tiny(rep.adversarial).softmax(1)
+    torch.testing.assert_close(rep.clean_prob, p_clean.gather(1, pred[:, None])[:, 0])
+    torch.testing.assert_close(rep.adv_prob, p_adv.gather(1, adv_pred[:, None])[:, 0])
     assert set(rep.summary()) == {"n", "clean_accuracy", "robust_accuracy", "success_rate", "success_rate_after_png",
                                   "mean_linf", "mean_l2", "seconds_per_image"}
 

@@ -156,3 +156,14 @@ def test_unit_layers_are_rectified(tiny) -> None:
 
     picks = unit_layers(tiny, 3)
     assert picks and all(is_rectified(tiny, n) for n in picks)
+
+
+def test_unit_layer_of_a_resnet_block_is_the_block_not_its_shared_relu() -> None:
+    import torchvision
+
+    import convlens
+    from convlens.read.scan import unit_layer_at
+
+    r18 = convlens.Model.wrap(torchvision.models.resnet18().eval(), size=64)
+    assert r18.layers.calls["layer3.0.relu"] == 2 and r18.layers.calls["layer3.0"] == 1
+    assert unit_layer_at(r18, "layer3.0") == "layer3.0"  # its shared ReLU's first call is mid-block

@@ -210,7 +210,10 @@ class AttackReport:
     the attack fooled (targeted: sent to the target); ``success_rate_after_png`` the same after saving the
     adversarial images as 8-bit PNGs and reading them back. ``mean_linf``/``mean_l2``: mean perturbation size in
     pixel units over the attacked images. ``seconds_per_image``: attack time only.
-    Per-image tensors: ``adversarial`` ``(N,3,H,W)``, ``clean_pred``, ``adv_pred``, ``png_pred``, ``labels`` ``(N,)``.
+    Per-image tensors: ``adversarial`` ``(N,3,H,W)``, ``clean_pred``, ``adv_pred``, ``png_pred``, ``labels`` ``(N,)``;
+    ``clean_prob`` / ``adv_prob``: the model's probability of its own answer on the clean / adversarial image;
+    ``attacked``: the images that were attacked (correct, and not already of the target class); ``fooled``: those
+    of them the attack fooled (targeted: sent to the target).
     """
 
     n: int
@@ -226,6 +229,10 @@ class AttackReport:
     clean_pred: torch.Tensor = field(repr=False)
     adv_pred: torch.Tensor = field(repr=False)
     png_pred: torch.Tensor = field(repr=False)
+    clean_prob: torch.Tensor = field(repr=False)
+    adv_prob: torch.Tensor = field(repr=False)
+    attacked: torch.Tensor = field(repr=False)
+    fooled: torch.Tensor = field(repr=False)
     targets: torch.Tensor | None = field(default=None, repr=False)
     transfer: TransferReport | None = None
 
@@ -239,6 +246,13 @@ class AttackReport:
 @torch.no_grad()
 def _predict(model: Model | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+
+
+@torch.no_grad()
+def _classify(model: Model, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's answers ``(N,)`` and its probability of each."""
+    prob, pred = torch.cat([model(x[i:i + batch_size]).softmax(1) for i in range(0, x.shape[0], batch_size)]).max(1)
+    return pred, prob
 
 
 def _rate(hit: torch.Tensor, among: torch.Tensor) -> float | None:
@@ -261,7 +275,7 @@ def evaluate_attack(model: Model, x: torch.Tensor, labels: torch.Tensor | None =
     """
     if x.dim() != 4:
         raise ValueError(f"expected a pixel batch Nx3xHxW, got shape {tuple(x.shape)}")
-    clean_pred = _predict(model, x, batch_size)
+    clean_pred, clean_prob = _classify(model, x, batch_size)
     have_labels = labels is not None
     y = torch.as_tensor(labels, dtype=torch.long).to(x.device) if have_labels else clean_pred.clone()
     correct = clean_pred == y
@@ -279,7 +293,7 @@ def evaluate_attack(model: Model, x: torch.Tensor, labels: torch.Tensor | None =
         if progress is not None:
             progress(int(sel.numel()))
     seconds = time.perf_counter() - t0
-    adv_pred = _predict(model, adv, batch_size)
+    adv_pred, adv_prob = _classify(model, adv, batch_size)
     png_pred = _predict(model, quantize(adv), batch_size)
 
     def fooled(pred: torch.Tensor) -> torch.Tensor:
@@ -295,6 +309,7 @@ def evaluate_attack(model: Model, x: torch.Tensor, labels: torch.Tensor | None =
         mean_linf=float(linf.mean()), mean_l2=float(l2.mean()),
         seconds_per_image=seconds / max(1, idx.numel()),
         adversarial=adv, labels=y, clean_pred=clean_pred, adv_pred=adv_pred, png_pred=png_pred,
+        clean_prob=clean_prob, adv_prob=adv_prob, attacked=correct, fooled=fooled(adv_pred) & correct,
         targets=goal if targeted else None)
     if transfer_to is not None:
         report.transfer = transfer(transfer_to, x, adv, y, fooled_on_source=fooled(adv_pred) & correct,

@@ -149,12 +149,9 @@ def attack_cmd(run, images: tuple[str, ...], method: str, eps: str, alpha: str |
     xr = torch.stack([to_pixels(read) for read in read_images(paths).items]).to(x.device)  # read back from disk
     with torch.no_grad():
         png_pred = torch.cat([model(xr[i:i + batch_size]).argmax(1) for i in range(0, len(xr), batch_size)])
-    attacked = rep.clean_pred == rep.labels
-    if target is not None:
-        attacked &= rep.labels != target
     hit = png_pred == target if target is not None else png_pred != rep.labels
-    n_att = int(attacked.sum())
-    rep.success_rate_after_png = float((hit & attacked).sum()) / n_att if n_att else None
+    n_att = int(rep.attacked.sum())
+    rep.success_rate_after_png = float((hit & rep.attacked).sum()) / n_att if n_att else None
     rep.png_pred = png_pred
     summary = rep.summary()
     for k, v in summary.items():
@@ -165,15 +162,12 @@ def attack_cmd(run, images: tuple[str, ...], method: str, eps: str, alpha: str |
         shown = None if tr.transfer_rate is None else round(tr.transfer_rate, 4)
         click.echo(f"{'transfer to ' + tr.model:<24} {shown}")
         extra["transfer"] = tr
-    fooled_ = attacked & ((rep.adv_pred == target) if target is not None else (rep.adv_pred != rep.labels))
-    idx = fooled_.nonzero().flatten()[:4]  # examples are fooled images only; the title says how many there were
+    idx = rep.fooled.nonzero().flatten()[:4]  # examples are fooled images only; the title says how many there were
     if idx.numel():
-        with torch.no_grad():
-            pc = model(x[idx]).softmax(-1).gather(1, rep.clean_pred[idx].view(-1, 1))[:, 0].tolist()
-            pa = model(rep.adversarial[idx]).softmax(-1).gather(1, rep.adv_pred[idx].view(-1, 1))[:, 0].tolist()
         fig = attack_examples(x[idx], rep.adversarial[idx], [model.label(int(rep.clean_pred[i])) for i in idx],
-                              [model.label(int(rep.adv_pred[i])) for i in idx], clean_probs=pc, adv_probs=pa,
-                              title_text=f"{method} eps={eps}: {int(fooled_.sum())} of {n_att} attacked images "
+                              [model.label(int(rep.adv_pred[i])) for i in idx], clean_probs=rep.clean_prob[idx].tolist(),
+                              adv_probs=rep.adv_prob[idx].tolist(),
+                              title_text=f"{method} eps={eps}: {int(rep.fooled.sum())} of {n_att} attacked images "
                                          f"fooled; {int(idx.numel())} shown")
         save(fig, run.out / "examples.png")
     else:

@@ -58,6 +58,7 @@ from torch import nn
 from ..errors import UserError
 from ..interrupts import deferred_interrupt
 from ..models.model import Model
+from ..results import atomic_write
 from .cache import cache_key
 from .taps import Tap
 
@@ -170,11 +171,8 @@ def save_plan(model: Model, layers: Sequence[str], threads: int | None = None, *
     path = _plan_path(model, layers, threads or torch.get_num_threads())
     plan = load_plan(model, layers, threads)
     plan.update({k: v for k, v in measured.items() if v is not None})
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(plan, sort_keys=True))
-        tmp.replace(path)
+    with contextlib.suppress(UserError), atomic_write(path, "w") as fh:
+        fh.write(json.dumps(plan, sort_keys=True))
 
 
 class LayerReader:

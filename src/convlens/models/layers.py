@@ -183,12 +183,15 @@ class LayerIndex:
     """Every named module of a network (dotted ``named_modules()`` names) with output shape and receptive field.
 
     Built by one traced forward pass at the model's input size. Modules that are called several times
-    (a ReLU reused inside a ResNet block) are described by their first call.
+    (a ReLU reused inside a ResNet block) are described by their first call; ``calls[name]`` says how often a
+    module ran in that pass.
     """
 
-    def __init__(self, infos: list[LayerInfo], modules: dict[str, nn.Module]) -> None:
+    def __init__(self, infos: list[LayerInfo], modules: dict[str, nn.Module],
+                 calls: dict[str, int] | None = None) -> None:
         self.infos = {i.name: i for i in infos}
         self.modules = modules
+        self.calls = calls or {}
 
     @classmethod
     def build(cls, module: nn.Module, size: tuple[int, int], normalize=None) -> LayerIndex:
@@ -199,12 +202,14 @@ class LayerIndex:
         modules = dict(module.named_modules())
         order: list[LayerInfo] = []
         seen: set[str] = set()
+        calls: dict[str, int] = {}
         ref = next(module.parameters(), torch.zeros(0))
         image = torch.zeros(1, 3, *size, device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
         tracer = _Tracer(image)
 
         def make_hook(name: str):
             def hook(mod: nn.Module, inp: object, out: object) -> None:
+                calls[name] = calls.get(name, 0) + 1
                 if name in seen:
                     return
                 o = out[0] if isinstance(out, (tuple, list)) and out else out
@@ -225,7 +230,7 @@ class LayerIndex:
             for h in handles:
                 h.remove()
         # modules in the order they first ran; the ones that never ran are not addressable by output
-        return cls(order, modules)
+        return cls(order, modules, calls)
 
     def __iter__(self):
         return iter(self.infos.values())

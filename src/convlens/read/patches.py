@@ -14,7 +14,7 @@ pixels. The same batched :func:`~convlens.attribute.gradients.guided_units` pass
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,8 @@ class TopPatches:
     mass: float | None = None
     guided: list[list[torch.Tensor]] | None = field(default=None, repr=False)
     """With ``crop="erf"``: each patch's guided-backprop tile (display-scaled, cropped like it), from the same pass."""
+    input_size: tuple[int, int] | None = None
+    """The model's input ``(H, W)`` the patches were cut from."""
 
 
 def crop_patches(model: Model, top: TopKResult) -> TopPatches:
@@ -93,7 +95,8 @@ def crop_patches(model: Model, top: TopKResult) -> TopPatches:
             row.append(Patch(top.file_of(image_id), float(top.values[c, j]), y, x, box, full, box != full,
                              cache[image_id][:, y0:y1, x0:x1].clone(), mean, box))
         rows.append(row)
-    return TopPatches(top.layer, [int(c) for c in top.channels], rows, rf.size, [int(t) for t in top.ties])
+    return TopPatches(top.layer, [int(c) for c in top.channels], rows, rf.size, [int(t) for t in top.ties],
+                      input_size=model.preprocess.size)
 
 
 def erf_box(mass: np.ndarray, cy: float, cx: float, *, fraction: float = 0.9, min_side: int = 16
@@ -119,22 +122,13 @@ def erf_box(mass: np.ndarray, cy: float, cx: float, *, fraction: float = 0.9, mi
             (int(x0[i]), int(y0[i]), int(x0[i]) + s, int(y0[i]) + s))
 
 
-def erf_crop(model: Model, tp: TopPatches, *, mass: float = 0.9, min_side: int | None = None,
-             batch_size: int = 16) -> TopPatches:
-    """``tp`` with every patch re-cropped to its unit's effective field: the smallest square centred on the unit
-    holding ``mass`` of its guided-backprop magnitude (see :func:`erf_box`; ``min_side`` defaults to twice the
-    layer's stride, at least 16 px), clipped to the theoretical field. Also fills ``tp.guided`` from the same
-    batched pass. Patches of a unit with an all-zero gradient keep their receptive-field crop."""
+def _unit_gradients(model: Model, tp: TopPatches, batch_size: int
+                    ) -> Iterator[tuple[int, int, Patch, torch.Tensor, torch.Tensor]]:
+    """``(row, column, patch, guided gradient 3 x H x W, image pixels)`` of every top unit, the units through
+    :func:`~convlens.attribute.gradients.guided_units` ``batch_size`` at a time (one backward pass per batch)."""
     from ..attribute.gradients import guided_units
-    from ..show.figures import display_signed
 
-    if not 0 < mass <= 1:
-        raise UserError(f"mass must be in (0, 1], got {mass}")
-    rf = model.layers[tp.layer].rf
-    side = int(min_side) if min_side is not None else max(16, int(2 * max(rf.stride)))
     flat = [(i, j, c, p) for i, (c, ps) in enumerate(zip(tp.channels, tp.patches)) for j, p in enumerate(ps)]
-    rows: list[list[Patch]] = [list(ps) for ps in tp.patches]
-    guided: list[list[torch.Tensor]] = [[torch.empty(0)] * len(ps) for ps in tp.patches]
     cache: dict[Path, torch.Tensor] = {}
     for s in range(0, len(flat), batch_size):
         part = flat[s:s + batch_size]
@@ -145,18 +139,36 @@ def erf_crop(model: Model, tp: TopPatches, *, mass: float = 0.9, min_side: int |
         g = guided_units(model, tp.layer, x, [c for _, _, c, _ in part], [p.y for *_, p in part],
                          [p.x for *_, p in part]).cpu()
         for n, (i, j, _, p) in enumerate(part):
-            rfb = p.rf_box if p.rf_box is not None else p.box
-            found = unit_erf_box(rf, g[n], p.y, p.x, rfb, mass=mass, min_side=side)
-            if found is None:
-                guided[i][j] = display_signed(g[n, :, rfb[1]:rfb[3], rfb[0]:rfb[2]])
-                continue
-            box, full = found
-            bx0, by0, bx1, by1 = box
-            img = cache[p.file]
-            rows[i][j] = Patch(p.file, p.value, p.y, p.x, box, full, box != full,
-                               img[:, by0:by1, bx0:bx1].clone(), p.mean, rfb)
-            guided[i][j] = display_signed(g[n, :, by0:by1, bx0:bx1])
-    return TopPatches(tp.layer, tp.channels, rows, tp.rf_size, tp.ties, tp.secondary, "erf", mass, guided)
+            yield i, j, p, g[n], cache[p.file]
+
+
+def erf_crop(model: Model, tp: TopPatches, *, mass: float = 0.9, min_side: int | None = None,
+             batch_size: int = 16) -> TopPatches:
+    """``tp`` with every patch re-cropped to its unit's effective field: the smallest square centred on the unit
+    holding ``mass`` of its guided-backprop magnitude (see :func:`erf_box`; ``min_side`` defaults to twice the
+    layer's stride, at least 16 px), clipped to the theoretical field. Also fills ``tp.guided`` from the same
+    batched pass. Patches of a unit with an all-zero gradient keep their receptive-field crop."""
+    from ..show.figures import display_signed
+
+    if not 0 < mass <= 1:
+        raise UserError(f"mass must be in (0, 1], got {mass}")
+    rf = model.layers[tp.layer].rf
+    side = int(min_side) if min_side is not None else max(16, int(2 * max(rf.stride)))
+    rows: list[list[Patch]] = [list(ps) for ps in tp.patches]
+    guided: list[list[torch.Tensor]] = [[torch.empty(0)] * len(ps) for ps in tp.patches]
+    for i, j, p, g, img in _unit_gradients(model, tp, batch_size):
+        rfb = p.rf_box if p.rf_box is not None else p.box
+        found = unit_erf_box(rf, g, p.y, p.x, rfb, mass=mass, min_side=side)
+        if found is None:
+            guided[i][j] = display_signed(g[:, rfb[1]:rfb[3], rfb[0]:rfb[2]])
+            continue
+        box, full = found
+        bx0, by0, bx1, by1 = box
+        rows[i][j] = Patch(p.file, p.value, p.y, p.x, box, full, box != full, img[:, by0:by1, bx0:bx1].clone(),
+                           p.mean, rfb)
+        guided[i][j] = display_signed(g[:, by0:by1, bx0:bx1])
+    return TopPatches(tp.layer, tp.channels, rows, tp.rf_size, tp.ties, tp.secondary, "erf", mass, guided,
+                      tp.input_size or model.preprocess.size)
 
 
 def unit_erf_box(rf: Any, grad: torch.Tensor, y: int, x: int, rf_box: tuple[int, int, int, int], *,
@@ -216,23 +228,12 @@ def guided_patches(model: Model, tp: TopPatches, *, batch_size: int = 16) -> lis
     pass per batch, not per unit). Each is ``3 x h x w`` scaled for display by the shared
     :func:`~convlens.show.figures.display_signed` (zero at 0.5, 99th percentile of ``|g|`` at 0 / 1).
     """
-    from ..attribute.gradients import guided_units
     from ..show.figures import display_signed
 
     if tp.guided is not None:  # computed with the effective-field crops, in the same pass
         return tp.guided
-    flat = [(i, j, c, p) for i, (c, ps) in enumerate(zip(tp.channels, tp.patches)) for j, p in enumerate(ps)]
     rows: list[list[torch.Tensor]] = [[torch.empty(0)] * len(ps) for ps in tp.patches]
-    cache: dict[Path, torch.Tensor] = {}
-    for s in range(0, len(flat), batch_size):
-        part = flat[s:s + batch_size]
-        for *_, p in part:
-            if p.file not in cache:
-                cache[p.file] = model.preprocess.to_tensor(p.file)
-        x = torch.stack([cache[p.file] for *_, p in part])
-        g = guided_units(model, tp.layer, x, [c for _, _, c, _ in part], [p.y for *_, p in part],
-                         [p.x for *_, p in part]).cpu()
-        for n, (i, j, _, p) in enumerate(part):
-            x0, y0, x1, y1 = p.box
-            rows[i][j] = display_signed(g[n, :, y0:y1, x0:x1])
+    for i, j, p, g, _ in _unit_gradients(model, tp, batch_size):
+        x0, y0, x1, y1 = p.box
+        rows[i][j] = display_signed(g[:, y0:y1, x0:x1])
     return rows

@@ -202,8 +202,8 @@ def top_patches_figure(tp: TopPatches, *, patch_px: int = 64, guided: Sequence[S
     body = stack(rows, pad=1)
     n = max(len(p) for p in tp.patches)
     if erf:
-        ih = max((p.rf_box[3] - p.rf_box[1]) for ps in tp.patches for p in ps if p.rf_box) if sides else 0
-        whole = f" (larger than the {ih}px input: the whole photo)" if min(side_h, side_w) >= ih > 0 else ""
+        ih = max(tp.input_size) if tp.input_size else 0
+        whole = f" (at least the {ih}px input: the whole photo)" if min(side_h, side_w) >= ih > 0 else ""
         head = (f"{tp.layer}: top {n} patches per channel, each cropped to the square around its unit holding "
                 f"{100 * (tp.mass or 0.9):.0f}% of its guided-backprop mass ({min(sides or [0])}-{max(sides or [0])} "
                 f"px, labelled)\ntheoretical receptive field {side_h}x{side_w} px{whole} "

@@ -527,11 +527,15 @@ def is_rectified(model: Model, layer: str) -> bool:
 def unit_layer_at(model: Model, layer: str) -> str:
     """The last rectified spatial layer at or before ``layer`` (``layer`` itself when none is): where single units
     mean something -- in an inverted-residual network a stage output is a linear projection, where a unit's sign
-    is arbitrary and "dead" meaningless."""
+    is arbitrary and "dead" meaningless. A rectifier module called more than once (a ResNet block's shared ReLU,
+    whose last call is the block output) is not one layer: then ``layer`` itself is the answer."""
     order = model.layers.names()
     at = order.index(layer)
     rect = [k for k in (order.index(i.name) for i in model.layers.spatial() if is_rectified(model, i.name)) if k <= at]
-    return order[max(rect)] if rect else layer
+    if not rect:
+        return layer
+    pick = order[max(rect)]
+    return layer if model.layers.calls.get(pick, 1) > 1 else pick
 
 
 def unit_layers(model: Model, n: int = 3) -> list[str]:

@@ -294,11 +294,13 @@ class TourContext:
                 f"--images DIR (e.g. ../shared/data) for a real image set.")
 
     def own_answers(self, files: Sequence[Path]) -> list[int]:
-        preds: list[int] = []
-        for i in range(0, len(files), 16):
+        """The model's top-1 class of each file (computed once per file for the whole tour)."""
+        known: dict[Path, int] = self.cache.setdefault("answers", {})
+        todo = [f for f in dict.fromkeys(files) if f not in known]
+        for i in range(0, len(todo), 16):
             with torch.no_grad():
-                preds += self.model(self.model.load(list(files[i:i + 16]))).argmax(-1).tolist()
-        return preds
+                known.update(zip(todo[i:i + 16], self.model(self.model.load(todo[i:i + 16])).argmax(-1).tolist()))
+        return [known[f] for f in files]
 
     def largest_class(self) -> tuple[int, list[Path]]:
         """The class the model gives most dataset images, and those images."""
@@ -316,9 +318,10 @@ class TourContext:
 
     def probs_of_png(self, images: torch.Tensor) -> torch.Tensor:
         """The model's probabilities for optimised images as a saved 8-bit PNG holds them."""
-        q8 = (images.detach().cpu() * 255).round() / 255
+        from ..adversarial import quantize
+
         with torch.no_grad():
-            return self.model(self.model.preprocess.resize_tensor(q8.to(self.model.device))).softmax(-1).cpu()
+            return self.model(self.model.preprocess.resize_tensor(quantize(images).to(self.model.device))).softmax(-1).cpu()
 
     def texture_sample(self) -> torch.Tensor:
         from ..images import to_pixels
@@ -864,11 +867,13 @@ def _sec_attacks(ctx: TourContext, out: SectionOutput) -> None:
             out.numbers[f"{method} transfer rate to {tr.model}"] = tr.transfer_rate
         shown = rep
     assert shown is not None
-    fooled = (shown.adv_pred != shown.clean_pred).nonzero().flatten()[:4]
+    fooled = shown.fooled.nonzero().flatten()[:4]
     if fooled.numel():
         ctx.figure(out, "examples", attack_examples(x[fooled], shown.adversarial[fooled],
                                                     [ctx.model.label(int(shown.clean_pred[i])) for i in fooled],
-                                                    [ctx.model.label(int(shown.adv_pred[i])) for i in fooled]),
+                                                    [ctx.model.label(int(shown.adv_pred[i])) for i in fooled],
+                                                    clean_probs=shown.clean_prob[fooled].tolist(),
+                                                    adv_probs=shown.adv_prob[fooled].tolist()),
                    photo=True, caption="PGD examples that changed the model's answer: photo, change x10, result.")
     out.tables.append(Table(["attack", "images", "success rate", "mean L-inf", "transfer"], rows,
                             "untargeted, eps 4/255, against the model's own answers" + (
