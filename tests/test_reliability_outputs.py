@@ -312,7 +312,7 @@ def test_sigint_during_style_writes_the_finished_image(tmp_path: Path) -> None:
             proc.kill()
     text = err.read_text()
     assert proc.returncode == 130, text
-    assert "what was finished is on disk" in text
+    assert f"finished file(s) are on disk in {out}" in text
     res = json.loads((out / "result.json").read_text())
     assert res["interrupted"] is True and res["steps"] >= 1
     img = Image.open(out / "stylized.png")
@@ -331,3 +331,13 @@ def test_tour_skips_an_unreadable_photo(tmp_path: Path) -> None:
     (tmp_path / "bad" / "x.png").write_bytes(b"junk")
     with pytest.warns(UserWarning), pytest.raises(Exception, match="none of the 1 image"):
         tour_images(tmp_path / "bad")
+
+
+def test_interrupt_line_says_what_is_on_disk(monkeypatch, tmp_path: Path) -> None:
+    from convlens import results
+    from convlens.cli import _interrupted
+
+    monkeypatch.setattr(results, "_WRITTEN", [])
+    assert "nothing was written" in _interrupted()
+    results.write_bytes(tmp_path / "a.bin", b"x")
+    assert _interrupted() == f"convlens: interrupted; 1 finished file(s) are on disk in {tmp_path}"

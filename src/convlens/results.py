@@ -29,7 +29,9 @@ import torch
 from .errors import UserError
 
 __all__ = ["write_result", "to_jsonable", "out_dir", "atomic_write", "write_bytes", "save_image", "save_array",
-           "save_torch", "check_space", "open_memmap", "disk_error", "output_names"]
+           "save_torch", "check_space", "open_memmap", "disk_error", "output_names", "written"]
+
+_WRITTEN: list[Path] = []  # every file this process finished writing, in order (the Ctrl-C message lists them)
 
 _UMASK = os.umask(0o22)
 os.umask(_UMASK)
@@ -96,12 +98,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, path)
             tmp = None
+            _WRITTEN.append(path)
     except OSError as exc:
         raise disk_error(exc, path) from None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def written() -> list[Path]:
+    """The files this process has finished writing through :func:`atomic_write`, oldest first."""
+    return list(_WRITTEN)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..models.model import Model
 from ._common import TargetLike, Unit, check_batch, resolve_targets
 from ._forward import forward_scores
+from .occlusion import _filler
 
 __all__ = ["rise", "rise_masks"]
 
@@ -36,10 +37,11 @@ def rise_masks(count: int, size: tuple[int, int], *, cells: int = 7, keep: float
 
 
 def rise(model: Model, x: torch.Tensor, target: TargetLike = None, *, masks: int = 2000, cells: int = 7,
-         keep: float = 0.5, batch_size: int = 64, generator: torch.Generator | None = None,
-         engine: str = "auto") -> torch.Tensor:
+         keep: float = 0.5, fill: str | float = "zero", batch_size: int = 64,
+         generator: torch.Generator | None = None, engine: str = "auto") -> torch.Tensor:
     """RISE saliency (Petsiuk et al. 2018): ``S(pixel) = E[score(x * M) M(pixel)] / keep`` over ``masks`` random
-    masks (:func:`rise_masks`), the score being the softmax probability of the target class (or a :class:`Unit`'s
+    masks (:func:`rise_masks`), where ``x * M`` shows the image where the mask is 1 and ``fill`` (one of
+    :data:`~convlens.attribute.FILLS` or a number: ``zero``, black, is the paper's) where it is 0, the score being the softmax probability of the target class (or a :class:`Unit`'s
     activation: a channel's mean or one neuron).
 
     The same masks (drawn with ``generator``) serve every image of the batch; masked copies run ``batch_size`` at
@@ -53,6 +55,7 @@ def rise(model: Model, x: torch.Tensor, target: TargetLike = None, *, masks: int
     if masks < 1 or not 0 < keep < 1 or cells < 1:
         raise ValueError(f"need masks >= 1, 0 < keep < 1 and cells >= 1, got {masks}, {keep}, {cells}")
     n, _, H, W = x.shape
+    canvas = _filler(x, fill)
     unit = t if isinstance(t, Unit) else None
     total = torch.zeros(n, H * W, dtype=torch.float64)
     per = max(1, batch_size // n)  # masks per forward batch, so one batch holds every image's copies
@@ -60,7 +63,8 @@ def rise(model: Model, x: torch.Tensor, target: TargetLike = None, *, masks: int
                         check=x[:2]) as fwd:
         for start in range(0, masks, per):
             m = rise_masks(min(per, masks - start), (H, W), cells=cells, keep=keep, generator=generator).to(x.device)
-            batch = (x.unsqueeze(1) * m[None, :, None]).flatten(0, 1)  # image-major: (n * b, 3, H, W)
+            mm = m[None, :, None]
+            batch = (x.unsqueeze(1) * mm + canvas.unsqueeze(1) * (1 - mm)).flatten(0, 1)  # image-major (n * b, 3, H, W)
             out = fwd(batch).float().cpu()
             if unit is None:
                 s = out.softmax(-1).view(n, len(m), -1).gather(2, t.cpu().view(n, 1, 1).expand(n, len(m), 1))[..., 0]

@@ -36,6 +36,17 @@ def _one_line(exc: click.ClickException) -> str:
     return f"convlens: error: {where}{text}"
 
 
+def _interrupted() -> str:
+    """The Ctrl-C line: which finished files are on disk, or that nothing was written."""
+    from ..results import written
+
+    files = written()
+    if not files:
+        return "convlens: interrupted before anything was finished; nothing was written"
+    folders = sorted({str(f.parent) for f in files})
+    return f"convlens: interrupted; {len(files)} finished file(s) are on disk in {', '.join(folders)}"
+
+
 def run(args: list[str] | None = None) -> None:
     """Console entry point (``args`` default to ``sys.argv[1:]``); always ends with ``sys.exit``."""
     try:
@@ -44,7 +55,7 @@ def run(args: list[str] | None = None) -> None:
         click.echo(f"convlens: error: {exc}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
-        click.echo("convlens: interrupted; what was finished is on disk", err=True)
+        click.echo(_interrupted(), err=True)
         sys.exit(130)
     except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
@@ -53,7 +64,7 @@ def run(args: list[str] | None = None) -> None:
         click.echo(_one_line(exc), err=True)
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("convlens: interrupted; what was finished is on disk", err=True)
+        click.echo(_interrupted(), err=True)
         sys.exit(130)
     sys.exit(0)
 

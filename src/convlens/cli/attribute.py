@@ -9,19 +9,15 @@ from typing import Any
 import click
 import numpy as np
 
-from ..attribute import METHODS, Unit, grabcut, saliency
-from ..attribute._common import resolve_targets, to_map
-from ..attribute.cam import guided_grad_cam
-from ..attribute.gradients import guided_backprop
-from ..core.taps import RuleReport
+from ..attribute import CAM_METHODS, METHODS, Unit, grabcut, saliency
+from ..attribute.explain import explain
 from ..errors import UserError
 from ..images import list_images, read_images
 from ..results import atomic_write, save_array, save_image
-from ..show.attribution import curves_figure, mask_figure, saliency_figure
+from ..show.attribution import curves_figure, explanation_figure, mask_figure
 from ..show.figures import save
 from .common import COUNT, main, model_options
 
-RAW = {"guided": guided_backprop, "guided_gradcam": guided_grad_cam}  # shown in colour
 ALL = list(METHODS)
 
 
@@ -34,22 +30,20 @@ def _methods(text: str, *, baselines: bool = False) -> list[str]:
     return names
 
 
-def _options(method: str, run, samples: int, steps: int, window: int, stride: int, layer: str | None,
+def _options(method: str, samples: int, steps: int, window: int, stride: int, layer: str | None,
              masks: int = 2000) -> dict:
+    """The command-line knobs that apply to ``method``."""
     if method == "smoothgrad":
-        return {"samples": samples, "generator": run.generator()}
+        return {"samples": samples}
     if method == "integrated":
         return {"steps": steps}
     if method == "occlusion":
         return {"window": window, "stride": stride}
-    opts: dict = {}
     if method == "rise":
-        return {"masks": masks, "generator": run.generator()}
-    if method in ("deconvnet", "guided", "guided_gradcam"):  # result.json: how many rectifier calls the rule changed
-        opts["report"] = RuleReport("deconv" if method == "deconvnet" else "guided")
-    if method in ("gradcam", "guided_gradcam") and layer:
-        opts["layer"] = layer
-    return opts
+        return {"masks": masks}
+    if method in CAM_METHODS and layer:
+        return {"layer": layer}
+    return {}
 
 
 def _check_occluder(names: list[str], window: int, stride: int) -> None:
@@ -77,7 +71,7 @@ def _crop_info(model) -> dict:
 @click.option("--steps", type=COUNT, default=50, show_default=True, help="Integrated-gradients steps.")
 @click.option("--window", type=COUNT, default=32, show_default=True, help="Occluder side in pixels.")
 @click.option("--stride", type=COUNT, default=8, show_default=True, help="Occluder stride in pixels.")
-@click.option("--layer", default=None, help="Grad-CAM layer [default: the last spatial layer].")
+@click.option("--layer", default=None, help="CAM layer(s), separated by commas [default: the last spatial layer].")
 @click.option("--masks", "rise_masks", type=COUNT, default=2000, show_default=True, help="RISE random masks.")
 @click.option("--compare-model", default=None,
               help="Folder only: a second model; its maps beside the first's, their rank correlation per image.")
@@ -100,63 +94,23 @@ def saliency_cmd(run, image: str, method: str | None, target: str | None, unit: 
         return
     if compare_model:
         raise UserError("--compare-model compares two models over a folder: give a folder")
-    model = run.model
     names = _methods(method or "all")
     _check_occluder(names, window, stride)
     if unit and (target or compare):
         raise UserError("--unit explains a unit; it cannot be combined with --target or --compare")
+    model = run.model
     x = model.load(image)
-    targets: list[int | Unit]
-    prob: dict[int, float] = {}  # the softmax probability of each explained class
-    if unit:
-        u = Unit.parse(unit)
-        resolve_targets(model, x, u)  # validates layer / channel / position
-        names = [n for n in names if n not in ("gradcam", "guided_gradcam")]
-        targets = [u]
-    else:
-        probs = model(x).softmax(-1)[0]
-        if compare:
-            classes = [int(i) for i in probs.topk(2).indices]
-        else:
-            classes = [model.class_index(target) if target is not None else int(probs.argmax())]
-        prob = {c: float(probs[c]) for c in classes}
-        targets = [*classes]
-    rows = []
-    result: dict[str, Any] = {"image": str(image), "crop": _crop_info(model), "targets": []}
-    for ti, t in enumerate(targets):
-        panels = []
-        entry: dict[str, Any] = {"methods": {}}
-        if isinstance(t, Unit):
-            entry.update({"unit": str(t)})
-        else:
-            entry.update({"class": t, "label": model.label(t), "probability": prob[t]})
-        for name in names:
-            opts = _options(name, run, samples, steps, window, stride, layer, rise_masks)
-            start = time.perf_counter()
-            if name in RAW:  # one pass: the map is the raw attribution reduced, as saliency() would
-                raw = RAW[name](model, x, t, **opts)[0]
-                m = to_map(raw[None])[0]
-            else:
-                raw, m = None, saliency(model, x, name, t, **opts)[0]
-            seconds = time.perf_counter() - start
-            suffix = "" if len(targets) == 1 else f"_top{ti + 1}"
-            path = run.out / f"{name}{suffix}.npy"
-            save_array(path, m.detach().cpu().numpy().astype(np.float32))
-            entry["methods"][name] = {"map": path.name, "seconds": round(seconds, 4), "shape": list(m.shape),
-                                      **{k: v for k, v in opts.items() if k != "generator"}}
-            panels.append((name, m, raw))
-            click.echo(f"{name}: {seconds:.2f} s", err=True)
-        what = str(t) if isinstance(t, Unit) else f"{model.label(t)} ({t}) p={prob[t]:.3f}"
-        rows.append(saliency_figure(x[0], panels, title_text=f"{Path(image).name}: {what}"))
-        result["targets"].append(entry)
-    from ..show.figures import stack
-
-    fig = rows[0] if len(rows) == 1 else stack(rows)
-    save(fig, run.out / "saliency.png")
-    first = result["targets"][0]
-    result.update({"target": first.get("class", first.get("unit")), "label": first.get("label"),
-                   "probability": first.get("probability"), "methods": first["methods"]})
-    run.save({"saliency": result})
+    opts = {m: _options(m, samples, steps, window, stride, layer, rise_masks) for m in names}
+    exp = explain(model, x, names, Unit.parse(unit) if unit else target, compare=2 if compare else 1, options=opts,
+                  generator=run.generator(), progress=lambda m, s: click.echo(f"{m}: {s:.2f} s", err=True))
+    files = {}
+    for i, t in enumerate(exp.targets):
+        for name, m in t.maps.items():
+            path = run.out / f"{name}{'' if len(exp.targets) == 1 else f'_top{i + 1}'}.npy"
+            save_array(path, m.map.cpu().numpy().astype(np.float32))
+            files[(i, name)] = path.name
+    save(explanation_figure(exp, title_text=Path(image).name), run.out / "saliency.png")
+    run.save({"saliency": {"image": str(image), "crop": _crop_info(model), **exp.to_dict(files)}})
 
 
 @main.command("segment")
@@ -203,8 +157,7 @@ def _saliency_folder(run, folder: str, names: list[str], target: str | None, sam
     if not files:
         raise UserError(f"no images in {folder}")
     t = model.class_index(target) if target is not None else None
-    opts = {m: {k: v for k, v in _options(m, run, samples, steps, window, stride, layer, rise_masks).items()
-                if k not in ("generator", "report")} for m in names}
+    opts = {m: _options(m, samples, steps, window, stride, layer, rise_masks) for m in names}
     with tqdm(total=len(files), desc=f"saliency {model.name}", unit="img") as bar:
         res = saliency_folder(model, folder, names, run.out, options=opts, target=t, batch_size=batch_size,
                               seed=run.seed, resume=not fresh, progress=bar.update)
@@ -310,7 +263,7 @@ def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | Non
     files = list_images(folder)
     if not files:
         raise UserError(f"no images in {folder}")
-    opts = {k: v for k, v in _options(method, run, 25, 50, 32, 8, None, rise_masks).items() if k not in ("generator", "report")}
+    opts = _options(method, 25, 50, 32, 8, None, rise_masks)
     with tqdm(total=len(files), desc=f"saliency {method}", unit="img") as bar:
         res = audit_saliency(model, folder, run.out / "maps", method=method, masks=masks, boxes=boxes,
                              segment=segment, segment_seed=segment_seed, options=opts, batch_size=batch_size,
@@ -376,8 +329,7 @@ def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window
         raise UserError(f"no images in {dataset}")
     read = read_images(files, model.load)  # an unreadable or oversized file is skipped and listed
     files, skipped = read.files, read.skipped_json()
-    opts = {m: {k: v for k, v in _options(m, run, 25, 50, window, stride, None, rise_masks).items() if k not in ("generator", "report")}
-            for m in names}
+    opts = {m: _options(m, 25, 50, window, stride, None, rise_masks) for m in names}
     res = evaluate_saliency(model, files, names, steps=steps, options=opts, generator=run.generator(), engine=engine,
                             progress=lambda fs: tqdm(fs, desc="images", unit="img"))
     table = res.table()

@@ -73,8 +73,9 @@ def _progress(total: int, desc: str):
 def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_sweep: bool, steps: int,
                 sample_size: int, tv_weight: float) -> None:
     """Synthesise a texture of any size from noise whose Gram matrices match SAMPLE (Gatys et al. 2015)."""
-    from ..show.figures import grid, save, side_by_side
-    from ..synthesize.texture import _resize_long, style_layers, sweep_sets, synthesize_texture
+    from ..show.figures import save
+    from ..show.style import texture_figure, texture_sweep_figure
+    from ..synthesize.texture import _resize_long, layer_sweep, style_layers, synthesize_texture
 
     model = run.model
     img = _pixels(sample)
@@ -88,25 +89,15 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     finally:
         bar.close()
     save_image(to_pil(res.image), run.out / "texture.png")
-    panels = [(to_pil(measured), f"sample {measured.shape[-1]}x{measured.shape[-2]}"),
-              (to_pil(res.image), f"synthesised {hw[1]}x{hw[0]} ({model.name})")]
-    save(side_by_side(panels, title_text="Gram-matrix texture synthesis"), run.out / "texture_figure.png")
-    data: dict[str, Any] = {"layers": res.layers, "style_loss": res.style_loss, "tv_loss": res.tv_loss,
-                            "steps": res.steps, "seconds": round(res.seconds, 3), "size": [hw[1], hw[0]],
-                            "files": ["texture.png", "texture_figure.png"]}
+    side = max(measured.shape[-2:])
+    save(texture_figure(measured, res, side=side, title_text=f"Gram-matrix texture synthesis ({model.name})"),
+         run.out / "texture_figure.png")
+    data: dict[str, Any] = {**res.to_dict(), "files": ["texture.png", "texture_figure.png"]}
     if layers_sweep:
-        sweep = []
-        sets = sweep_sets(model, pre_activation=True) if not layers else [names[: i + 1] for i in range(len(names))]
-        pics = []
-        for s in sets:
-            r = synthesize_texture(model, img, size=(measured.shape[-2], measured.shape[-1]), layers=s, steps=steps,
-                                   tv_weight=tv_weight, seed=run.seed, sample_size=sample_size)
-            pics.append(to_pil(r.image))
-            sweep.append({"layers": s, "style_loss": r.style_loss, "seconds": round(r.seconds, 3)})
-        labels = [f"up to {s[-1]}" for s in sets]
-        save(grid([to_pil(measured)] + pics, ncols=len(pics) + 1, labels=["sample"] + labels, label_size=11),
-             run.out / "texture_sweep.png")
-        data["sweep"] = sweep
+        sweep = layer_sweep(model, img, size=(measured.shape[-2], measured.shape[-1]), steps=steps, seed=run.seed,
+                            layers=_layers(layers), tv_weight=tv_weight, sample_size=sample_size)
+        save(texture_sweep_figure(measured, sweep, side=side), run.out / "texture_sweep.png")
+        data["sweep"] = [r.to_dict() for r in sweep]
         data["files"].append("texture_sweep.png")
     run.save(data)
     click.echo(f"texture: style loss {res.style_loss:.4g} after {res.steps} steps in {res.seconds:.1f} s")
@@ -135,7 +126,8 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
               original_colors: bool, size: int, steps: int, octaves: int | None, style_layers: str | None,
               content_layer: str | None, dream: float) -> None:
     """Render CONTENT in the style of one or more STYLE paintings (Gatys et al. 2016)."""
-    from ..show.figures import save, side_by_side
+    from ..show.figures import save
+    from ..show.style import style_figure
     from ..synthesize.style import StyleResult, style_transfer
 
     model = run.model
@@ -157,28 +149,19 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
                              seed=run.seed, callback=cb)
     except Interrupted as stop:  # Ctrl-C: keep the last finished step, say so in result.json, exit 130
         part = stop.partial
-        if not isinstance(part, StyleResult):  # style_transfer always hands its last finished step
-            raise
-        save_image(to_pil(part.image), run.out / "stylized.png")
-        run.save({"interrupted": True, "steps": part.steps, "seconds": round(part.seconds, 3),
-                  "content_layer": part.content_layer, "style_layers": part.style_layers,
-                  "size": [part.image.shape[-1], part.image.shape[-2]], "octaves": octaves,
-                  "files": ["stylized.png"]})
+        if isinstance(part, StyleResult):  # None when no step had finished: nothing to keep
+            save_image(to_pil(part.image), run.out / "stylized.png")
+            run.save({"interrupted": True, **part.to_dict(), "octaves": octaves, "files": ["stylized.png"]})
         raise
     finally:
         bar.close()
     save_image(to_pil(res.image), run.out / "stylized.png")
-    h = res.image.shape[-2]
     names = [Path(s).stem for s in styles]
     if weights:
         names = [f"{n} {w:g}" for n, w in zip(names, weights)]
-    panels = [(to_pil(c), "content"), *[(to_pil(s), f"style: {n}") for s, n in zip(ss, names)],
-              (to_pil(res.image), f"stylised ({model.name}, {res.steps} steps, {res.seconds:.0f} s)")]
-    save(side_by_side(panels, height=h), run.out / "style_figure.png")
-    run.save({"content_loss": res.content_loss, "style_loss": res.style_loss, "tv_loss": res.tv_loss,
-              "steps": res.steps, "seconds": round(res.seconds, 3), "content_layer": res.content_layer,
-              "style_layers": res.style_layers, "size": [res.image.shape[-1], h], "octaves": octaves,
-              "files": ["stylized.png", "style_figure.png"]})
+    save(style_figure(c, list(zip(ss, names)), res, caption="stylised",
+                      title_text=f"{model.name}: {res.steps} steps, {res.seconds:.0f} s"), run.out / "style_figure.png")
+    run.save({**res.to_dict(), "octaves": octaves, "files": ["stylized.png", "style_figure.png"]})
     click.echo(f"style: content {res.content_loss:.4g}, style {res.style_loss:.4g}, tv {res.tv_loss:.4g} "
                f"after {res.steps} steps in {res.seconds:.1f} s")
 

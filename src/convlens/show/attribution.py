@@ -6,6 +6,7 @@ Everything here turns already computed maps into ``PIL.Image`` objects; nothing 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,6 +77,19 @@ def saliency_figure(image: ArrayLike, panels: Sequence[tuple[str, ArrayLike, tor
 
         fig = caption(fig, DECONV_NOTE, size=12)
     return fig
+
+
+def explanation_figure(exp: Any, *, title_text: str | None = None, height: int = 224) -> Image.Image:
+    """An :class:`~convlens.attribute.explain.Explanation`: one :func:`saliency_figure` row per target, titled
+    ``title_text: <target>``."""
+    from .figures import stack
+
+    rows = []
+    for t in exp.targets:
+        panels = [(name, m.map, m.raw) for name, m in t.maps.items()]
+        head = f"{title_text}: " if title_text else ""
+        rows.append(saliency_figure(exp.image[0], panels, title_text=head + t.describe(), height=height))
+    return rows[0] if len(rows) == 1 else stack(rows)
 
 
 DECONV_NOTE = ("DeconvNet: the regular checkerboard is the method, not a defect (it matches Captum's Deconvolution "

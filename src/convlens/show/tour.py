@@ -567,19 +567,16 @@ def _sec_directions(ctx: TourContext, out: SectionOutput) -> None:
 
 def _explain(ctx: TourContext, out: SectionOutput, methods: Sequence[tuple[str, dict[str, Any]]], *,
              photos: Sequence[str] | None = None, key: str = "maps", caption: str = "") -> None:
-    """``saliency`` (the CLI's recipe) for each method and photo, drawn by the CLI's ``saliency_figure``."""
-    from ..attribute import saliency
-    from ..attribute.cam import guided_grad_cam
-    from ..attribute.gradients import guided_backprop
-    from .attribution import saliency_figure
+    """``explain`` (the CLI's recipe) for each photo's predicted class, drawn by the CLI's renderer."""
+    from ..attribute.explain import explain
+    from .attribution import explanation_figure
 
-    raw_of = {"guided": guided_backprop, "guided_gradcam": guided_grad_cam}
     rows = []
     for name in photos or [ctx.main_name]:
-        x, p = ctx.pixels(name), ctx.predictions()[name][0]
-        panels = [(m, saliency(ctx.model, x, m, p.index, **kw)[0], raw_of[m](ctx.model, x, p.index)[0]
-                   if m in raw_of else None) for m, kw in methods]
-        rows.append(saliency_figure(x[0], panels, title_text=f"{name}: {p.label} p={p.prob:.2f} ({ctx.verdict(name)})"))
+        p = ctx.predictions()[name][0]
+        exp = explain(ctx.model, ctx.pixels(name), [m for m, _ in methods], p.index, options=dict(methods),
+                      generator=ctx.generator())
+        rows.append(explanation_figure(exp, title_text=f"{name} ({ctx.verdict(name)})"))
         out.numbers[f"{name}: p({p.label})"] = p.prob
     ctx.figure(out, key, F.stack(rows), photo=True, caption=caption)
 
@@ -594,7 +591,7 @@ def _sec_occlusion(ctx: TourContext, out: SectionOutput) -> None:
 def _sec_saliency(ctx: TourContext, out: SectionOutput) -> None:
     samples, steps = ctx.q(8, 25), ctx.q(16, 50)
     _explain(ctx, out, [("gradient", {}), ("deconvnet", {}), ("guided", {}),
-                        ("smoothgrad", {"samples": samples, "generator": ctx.generator()}),
+                        ("smoothgrad", {"samples": samples}),
                         ("integrated", {"steps": steps}), ("gradcam", {}), ("guided_gradcam", {})],
              caption=f"Why {ctx.model.name} says what it says: each method's map for the predicted class.")
     out.params.update({"image": ctx.main_name, "SmoothGrad samples": samples, "IG steps": steps})
@@ -734,19 +731,17 @@ def _sec_invert(ctx: TourContext, out: SectionOutput) -> None:
 
 def _sec_texture(ctx: TourContext, out: SectionOutput) -> None:
     from ..synthesize.texture import layer_sweep, synthesize_texture
+    from .style import texture_figure, texture_sweep_figure
 
     sample, side = ctx.texture_sample(), ctx.q(128, 256)
     res = synthesize_texture(ctx.model, sample, size=(side * 2, side * 2), steps=ctx.q(60, 300), sample_size=side,
                              seed=ctx.seed)
-    ctx.figure(out, "brick", F.side_by_side([(F.fit(F.to_rgb(sample[0]), side), "sample (brick)"),
-                                             (F.to_rgb(res.image[0]), f"synthesised {side * 2}x{side * 2}")]),
-               photo=True, caption="A texture twice the sample's size, grown from noise by matching Gram matrices.")
+    ctx.figure(out, "brick", texture_figure(sample, res, side=side), photo=True,
+               caption="A texture twice the sample's size, grown from noise by matching Gram matrices.")
     small = ctx.q(96, 160)
     sweep = layer_sweep(ctx.model, sample, size=(small, small), steps=ctx.q(30, 150), seed=ctx.seed,
                         sample_size=small)
-    ctx.figure(out, "sweep", F.grid([F.fit(F.to_rgb(sample[0]), small)] + [F.to_rgb(r.image[0]) for r in sweep],
-                                    ncols=len(sweep) + 1, labels=["sample"] + [f"up to {r.layers[-1]}" for r in sweep],
-                                    label_size=11), photo=True,
+    ctx.figure(out, "sweep", texture_sweep_figure(sample, sweep, side=small), photo=True,
                caption="The layer sweep (Gatys et al. 2015, Fig. 2): the first layers alone give small structures; "
                "as deeper layers join, larger and more regular ones appear.")
     out.params.update({"layers": ", ".join(res.layers), "steps": res.steps, "sweep sets": len(sweep)})
@@ -757,17 +752,16 @@ def _sec_texture(ctx: TourContext, out: SectionOutput) -> None:
 def _sec_style(ctx: TourContext, out: SectionOutput) -> None:
     from ..images import to_pixels
     from ..synthesize.style import style_transfer
+    from .style import style_figure
 
     sname, style = ctx.style_image()
     content = to_pixels(ctx.photos[ctx.main_name])[None]
     size, steps = ctx.q(160, 256), ctx.q(60, 300)
     res = style_transfer(ctx.model, content, [style], size=size, steps=steps, seed=ctx.seed)
     ctx.cache["style_seconds"] = res.seconds
-    ctx.figure(out, "result", F.side_by_side([(F.fit(F.to_rgb(content[0]), size), "content"),
-                                              (F.fit(F.to_rgb(style[0]), size), f"style: {sname}"),
-                                              (F.to_rgb(res.image[0]), "result")], height=size), photo=True,
-               caption="The content photo repainted with the style image's Gram statistics (L-BFGS on the pixels). "
-               + ctx.style_note())
+    ctx.figure(out, "result", style_figure(content, [(style, sname)], res),
+               photo=True, caption="The content photo repainted with the style image's Gram statistics (L-BFGS on "
+               "the pixels). " + ctx.style_note())
     change = float((res.image.cpu() - F_interp(content, res.image)).abs().mean())
     out.params.update({"size": size, "steps": res.steps, "content layer": res.content_layer,
                        "style layers": ", ".join(res.style_layers), "style image": sname})

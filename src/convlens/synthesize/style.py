@@ -105,6 +105,12 @@ class StyleResult:
     style_layers: list[str]
     history: list[float] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, object]:
+        """The numbers of ``result.json``: losses, steps, seconds, layers and size (width, height)."""
+        return {"content_loss": self.content_loss, "style_loss": self.style_loss, "tv_loss": self.tv_loss,
+                "steps": self.steps, "seconds": round(self.seconds, 3), "content_layer": self.content_layer,
+                "style_layers": self.style_layers, "size": [self.image.shape[-1], self.image.shape[-2]]}
+
 
 def style_objective(model: Model, content: torch.Tensor, targets: GramTargets, content_layer: str, *,
                     content_weight: float = 1.0, style_weight: float = 3.0, dream_weight: float = 0.0,

@@ -194,6 +194,11 @@ class TextureResult:
     seconds: float
     history: list[float] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, object]:
+        """The numbers of ``result.json``: layers, losses, steps, seconds and size (width, height)."""
+        return {"layers": self.layers, "style_loss": self.style_loss, "tv_loss": self.tv_loss, "steps": self.steps,
+                "seconds": round(self.seconds, 3), "size": [self.image.shape[-1], self.image.shape[-2]]}
+
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     """Mean neighbour-difference magnitude, one value per image ``(N,)``: the core's ``total_variation(beta=1)``."""
@@ -256,11 +261,14 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
 
 
 def layer_sweep(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None, steps: int = 200,
-                seed: int = 0, pre_activation: bool = True, **kw) -> list[TextureResult]:
+                seed: int = 0, pre_activation: bool = True, layers: Sequence[str] | None = None,
+                **kw) -> list[TextureResult]:
     """Textures from growing layer sets, shallow to deep (Gatys et al. 2015, Fig. 2): small structures from the
-    first layers alone, larger and more object-like ones as deeper layers join."""
-    return [synthesize_texture(model, sample, size=size, layers=s, steps=steps, seed=seed, **kw)
-            for s in sweep_sets(model, pre_activation=pre_activation)]
+    first layers alone, larger and more object-like ones as deeper layers join. The sets are the prefixes of
+    ``layers`` (default: :func:`sweep_sets`)."""
+    sets = [list(layers[: i + 1]) for i in range(len(layers))] if layers else sweep_sets(
+        model, pre_activation=pre_activation)
+    return [synthesize_texture(model, sample, size=size, layers=s, steps=steps, seed=seed, **kw) for s in sets]
 
 
 def _resize_long(x: torch.Tensor, side: int) -> torch.Tensor:
