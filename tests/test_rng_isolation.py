@@ -29,7 +29,7 @@ def _calls(tiny):
         "pgd": lambda: pgd(tiny, x, 1, steps=2, generator=torch.Generator().manual_seed(2)),
         "fool": lambda: fool(tiny, x, 2, max_steps=2),
         "dream": lambda: dream(tiny, x[:1], layer="conv3", octaves=1, steps=2, max_side=None),
-        "invert": lambda: invert(tiny, x[:1], "conv2", steps=2, optimizer="adam"),
+        "invert": lambda: invert(tiny, x[:1], "conv2", steps=2),
         "fast_style": lambda: train_fast_style(tiny, [x[:1]], [convlens.images.to_pil(x[1])] * 2,
                                                config=FastStyleConfig(styles=["s"], size=32, style_size=32,
                                                                       batch_size=1, width=4, blocks=1),

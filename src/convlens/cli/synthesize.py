@@ -213,15 +213,14 @@ def dream_cmd(run: Run, image: str, layer: str | None, octaves: int, octave_scal
 @model_options("invert")
 @click.option("--layer", default=None, help="One layer.")
 @click.option("--layers", default=None,
-              help="Several layers side by side, comma separated [default: the stem and four stages].")
-@click.option("--tv", type=NONNEGATIVE, default=None, help="Weight of the total-variation prior [0.05 L-BFGS, 0.5 Adam].")
+              help="Several layers side by side, comma separated [default: the stem, four stages, class scores].")
+@click.option("--tv", type=NONNEGATIVE, default=0.01, show_default=True, help="Weight of the total-variation prior.")
 @click.option("--beta", type=POSITIVE, default=2.0, show_default=True, help="Exponent of the total variation.")
-@click.option("--alpha-weight", type=NONNEGATIVE, default=None, help="Weight of the alpha-norm prior [0.1 L-BFGS, 1 Adam].")
-@click.option("--steps", type=COUNT, default=None, help="Steps per layer [100 L-BFGS, 200 Adam].")
-@click.option("--optimizer", type=click.Choice(["auto", "adam", "lbfgs"]), default="auto", show_default=True,
-              help="auto: L-BFGS for stride-2 layers, Adam with jitter deeper.")
-def invert_cmd(run: Run, image: str, layer: str | None, layers: str | None, tv: float | None, beta: float,
-               alpha_weight: float | None, steps: int | None, optimizer: str) -> None:
+@click.option("--alpha-weight", type=NONNEGATIVE, default=0.01, show_default=True,
+              help="Weight of the alpha-norm prior.")
+@click.option("--steps", type=COUNT, default=200, show_default=True, help="Steps per layer.")
+def invert_cmd(run: Run, image: str, layer: str | None, layers: str | None, tv: float, beta: float,
+               alpha_weight: float, steps: int) -> None:
     """Feature inversion (Mahendran & Vedaldi 2015): reconstruct IMAGE from its code at one or several layers."""
     if layer and layers:
         raise UserError("give --layer or --layers, not both")
@@ -229,8 +228,8 @@ def invert_cmd(run: Run, image: str, layer: str | None, layers: str | None, tv: 
                                    else None)
     model = run.model
     names = names or default_invert_layers(model)
-    res = invert(model, image, names, steps=steps, tv=tv, beta=beta, alpha_weight=alpha_weight,
-                 optimizer=optimizer, seed=run.seed, progress=True)
+    res = invert(model, image, names, steps=steps, tv=tv, beta=beta, alpha_weight=alpha_weight, seed=run.seed,
+                 progress=True)
     rows = []
     for name in names:
         fname = f"invert_{_slug(name)}.png"

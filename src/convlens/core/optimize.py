@@ -173,7 +173,7 @@ def _device(model: Model | nn.Module) -> torch.device:
 def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam | None = None, *,
              transforms: Sequence[Transform] = (), regularizers: Objective | Sequence[Objective] | None = None,
              post: Sequence[PostStep] = (), steps: int = 256, optimizer: str = "adam", lr: float | None = None,
-             copies: int = 1, octaves: int = 1, octave_scale: float = 1.4, maximize: bool = True,
+             lr_end: float | None = None, copies: int = 1, octaves: int = 1, octave_scale: float = 1.4, maximize: bool = True,
              generator: torch.Generator | None = None, seed: int = 0, progress: bool = False,
              snapshot_every: int = 0, callback: Callable[[int, torch.Tensor, float], None] | None = None,
              ) -> OptimizeResult:
@@ -195,6 +195,7 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
         optimizer: ``adam``, ``sgd``, ``sgd-l1`` (DeepDream's normalised step) or ``lbfgs`` (deterministic
             objectives only: no random transforms).
         lr: step size (default 0.05 for Adam, 1.5/255 for ``sgd-l1``, 1 for L-BFGS and SGD).
+        lr_end: if given, the step size decays geometrically from ``lr`` to ``lr_end`` over each octave's steps.
         copies: transformed views per step whose scores are averaged (transformation robustness).
         octaves: number of scales, coarse to fine; the image is ``octave_scale`` times larger at each, ending at
             the parametrisation's own size.
@@ -223,6 +224,8 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
         raise ValueError("post-step operations (blur, clipping) need a PixelImage parametrisation")
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     lr = _DEFAULT_LR[optimizer] if lr is None else float(lr)
+    if lr_end is not None and not 0 < lr_end <= lr:
+        raise ValueError(f"lr_end must be in (0, lr={lr:g}], got {lr_end}")
     reg = _as_objective(regularizers)
     sign = -1.0 if maximize else 1.0
 
@@ -256,6 +259,8 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
                     if optimizer == "lbfgs":
                         opt.param_groups[0]["max_iter"] = n
                         opt.param_groups[0]["max_eval"] = n * 5 // 4 + 1
+                    if lr_end is not None:
+                        opt.param_groups[0]["lr"] = lr * (lr_end / lr) ** (done / max(1, steps - 1))
                     done += n
                     evals: list[float] = []  # the loss at every evaluation of this call
 

@@ -725,7 +725,8 @@ def _sec_invert(ctx: TourContext, out: SectionOutput) -> None:
         panels.append((F.to_rgb(im[0] if im.dim() == 4 else im), f"from {name}\nerror {res.errors[name]:.3f}"))
         out.numbers[f"relative feature error at {name}"] = res.errors[name]
     ctx.figure(out, "layers", F.side_by_side(panels, caption_size=11), photo=True,
-               caption="Images reconstructed from the photo's code at increasing depth (Mahendran & Vedaldi 2015).")
+               caption="Images reconstructed from the photo's code at increasing depth, the class scores last, all with "
+               "one optimiser and one prior (Mahendran & Vedaldi 2015).")
     out.params.update({"layers": ", ".join(res.images), "steps": ctx.q(80, 200)})
 
 

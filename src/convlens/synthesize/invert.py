@@ -14,10 +14,8 @@ import torch
 
 from ..core.objectives import alpha_norm, feature_match, total_variation
 from ..core.optimize import OptimizeResult, evaluate, optimize
-from ..core.params import PixelImage
+from ..core.params import FourierImage
 from ..core.taps import activations
-from ..core.transforms import Jitter
-from ..errors import UserError
 from ..images import ImageLike
 from ..models.model import Model
 
@@ -25,11 +23,13 @@ __all__ = ["invert", "InversionResult", "default_invert_layers"]
 
 
 def default_invert_layers(model: Model, n: int = 5) -> list[str]:
-    """Shallow to deep from the layer index: the stem's output and ``n - 1`` stage outputs spread over the depth
-    (``bn1, blocks.1, blocks.2, blocks.4, blocks.5`` on EfficientNet-Lite0) -- never a per-model name."""
+    """Shallow to deep from the layer index: the stem's output, ``n - 1`` stage outputs spread over the depth and
+    the class scores (the index's classifier, when it has one) -- ``bn1, blocks.1, blocks.2, blocks.4, blocks.5,
+    classifier`` on EfficientNet-Lite0; never a per-model name."""
     stem = model.layers.stem()
     stages = [s for s in model.layers.stages() if s != stem]
-    return list(dict.fromkeys([stem, *model.layers.spread(n - 1, stages)]))
+    logits = model.layers.classifier()
+    return list(dict.fromkeys([stem, *model.layers.spread(n - 1, stages), *([logits] if logits else [])]))
 
 
 @dataclass
@@ -50,27 +50,36 @@ class InversionResult:
     results: dict[str, OptimizeResult] = field(default_factory=dict)
 
 
+# the normalisation of the prior in the journal version (Mahendran & Vedaldi 2016): pixels measured against a typical
+# pixel magnitude B (80 of 255 for mean-subtracted images) and image gradients against V = B / 6.5
+_B = 80 / 255
+_V = _B / 6.5
+
+
 def invert(model: Model, image: ImageLike | torch.Tensor, layers: str | Sequence[str] | None = None, *,
-           steps: int | None = None, tv: float | None = None, beta: float = 2.0, alpha: float = 6.0,
-           alpha_weight: float | None = None, optimizer: str = "auto", lr: float | None = None, jitter: int = 1,
-           seed: int = 0, progress: bool = False) -> InversionResult:
+           steps: int = 200, tv: float = 0.01, beta: float = 2.0, alpha: float = 6.0, alpha_weight: float = 0.01,
+           lr: float = 0.05, lr_end: float = 0.005, seed: int = 0, progress: bool = False) -> InversionResult:
     """Invert the code of ``image`` at each of ``layers`` (Mahendran & Vedaldi 2015), one reconstruction each.
+
+    Every layer gets the same recipe, so the errors of different layers are comparable: from a random start,
+    minimise ``||Phi(x) - Phi_0||^2 / ||Phi_0||^2 + alpha_weight * mean(|x - 0.5| / B)^alpha
+    + tv * mean(|grad x| / V)^beta`` (the paper's objective and its normalisation of the prior, ``B = 80/255``,
+    ``V = B / 6.5``) with Adam, the step decaying geometrically from ``lr`` to ``lr_end``, on a Fourier
+    parametrisation with decorrelated colour (Olah et al. 2017; a preconditioner, not a prior: it keeps the deep
+    layers from filling the image with saturated high-frequency colour noise).
 
     Args:
         model, image: the network and the photo (a path / PIL image, centre-cropped to the model input; or
             pixels ``(1, 3, H, W)``).
-        layers: one or several layer names; each is inverted separately (default
+        layers: one or several layer names, the class scores included; each is inverted separately (default
             :func:`default_invert_layers`).
-        steps: optimiser steps per layer (default 100 for L-BFGS, 200 for Adam).
-        tv, beta: weight and exponent of the total-variation prior (:func:`total_variation`); default weight
-            0.05 for L-BFGS, 0.5 for Adam.
-        alpha, alpha_weight: exponent and weight of the alpha-norm prior (:func:`alpha_norm`); default weight
-            0.1 for L-BFGS, 1 for Adam.
-        optimizer: ``lbfgs`` (near-perfect at shallow layers; ``jitter`` is ignored), ``adam`` (with ``jitter``
-            random shifts and a stronger TV prior: more informative images at deep layers, where L-BFGS matches
-            the code with near-grey images), or ``auto`` (default): L-BFGS for layers of stride <= 2, Adam deeper.
-        lr: step size (default 0.05 for Adam, 1 for L-BFGS).
-        seed: the noise start and the shifts.
+        steps: optimiser steps per layer.
+        tv, beta: weight and exponent of the total-variation prior (:func:`total_variation`, divided by
+            ``V^beta``).
+        alpha, alpha_weight: exponent and weight of the alpha-norm prior (:func:`alpha_norm`, divided by
+            ``B^alpha``).
+        lr, lr_end: Adam's first and last step size.
+        seed: the random start.
 
     Returns:
         :class:`InversionResult` with the reconstructions and their relative feature errors.
@@ -82,27 +91,16 @@ def invert(model: Model, image: ImageLike | torch.Tensor, layers: str | Sequence
         photo = (image if image.dim() == 4 else image[None]).float().to(model.device)
     else:
         photo = model.load(image)
-    if optimizer not in ("auto", "adam", "lbfgs"):
-        raise UserError(f"optimizer must be auto, adam or lbfgs, got {optimizer!r}")
     targets = activations(model, photo, names)
+    regs = ([tv / _V ** beta * total_variation(beta)] if tv else []) + (
+        [alpha_weight / _B ** alpha * alpha_norm(alpha)] if alpha_weight else [])
     out = InversionResult(photo=photo.detach())
     for i, name in enumerate(names):
-        opt = optimizer
-        if opt == "auto":
-            info = model.layers.get(name)
-            shallow = info is not None and not info.rf.whole and max(info.rf.stride) <= 2
-            opt = "lbfgs" if shallow else "adam"
-        lbfgs = opt == "lbfgs"
-        w_tv = (0.05 if lbfgs else 0.5) if tv is None else tv
-        w_alpha = (0.1 if lbfgs else 1.0) if alpha_weight is None else alpha_weight
-        regs = ([w_tv * total_variation(beta)] if w_tv else []) + ([w_alpha * alpha_norm(alpha)] if w_alpha else [])
         gen = torch.Generator().manual_seed(seed + i)
-        param = PixelImage(size=(int(photo.shape[-2]), int(photo.shape[-1])), noise=0.1, generator=gen)
+        param = FourierImage(size=(int(photo.shape[-2]), int(photo.shape[-1])), generator=gen)
         objective = feature_match(name, targets[name])
-        transforms = [Jitter(jitter, mode="roll")] if jitter and not lbfgs else []
-        res = optimize(model, objective, param, transforms=transforms, regularizers=regs or None,
-                       steps=steps if steps is not None else (100 if lbfgs else 200), optimizer=opt, lr=lr,
-                       maximize=False, generator=gen, progress=progress)
+        res = optimize(model, objective, param, regularizers=regs or None, steps=steps, optimizer="adam", lr=lr,
+                       lr_end=lr_end, maximize=False, generator=gen, progress=progress)
         err = float(evaluate(model, objective, res.images).clamp_min(0).sqrt()[0])
         out.images[name] = res.images
         out.errors[name] = err
