@@ -4,12 +4,14 @@ agree -- and the cost of the curves per image before (one map at a time, eager P
 image in one batched stream with shared end points, on the fastest checked engine).
 
 Usage: python benchmarks/bench_attribute_faithfulness.py [N_IMAGES=50] [STEPS=50] [OCCLUSION_STRIDE=8]
-           [METHODS=all] [BEFORE_IMAGES=2] [RISE_MASKS=2000] [PEERS=1]
+           [METHODS=all] [BEFORE_IMAGES=2] [RISE_MASKS=2000] [PEERS=1] [PAPER_CANVAS=0]
 
 METHODS is a comma-separated list of convlens methods (``all``: every registered one plus random and edge);
 ``BASE@blurS`` adds the map of method BASE (which must be listed before it) blurred by a Gaussian of sigma S
 pixels -- a post-processing tried to raise insertion (it costs only its curves);
 BEFORE_IMAGES is how many images also run the old one-map-at-a-time curves for the before/after timing (0: none).
+PAPER_CANVAS=1 also scores every map with the insertion canvas of Petsiuk et al.'s released code (a Gaussian of about
+1.1 px instead of convlens' 8 px), to compare with the paper's published numbers.
 Per-image numbers are appended to ``faithfulness_rows.jsonl`` as they come, so a long run can be read part-way.
 """
 
@@ -75,6 +77,7 @@ def main() -> None:
     n_before = int(a[4]) if len(a) > 4 else 2
     rise_masks = int(a[5]) if len(a) > 5 else 2000
     with_peers = (int(a[6]) if len(a) > 6 else 1) == 1
+    paper = (int(a[7]) if len(a) > 7 else 0) == 1
     files = convlens.list_images(SAMPLE)[:n_images]
     model = convlens.load_model("efficientnet_lite0")
     options = {"smoothgrad": {"samples": 25}, "integrated": {"steps": 50}, "occlusion": {"window": 32, "stride": stride},
@@ -98,6 +101,7 @@ def main() -> None:
         }
     gen = torch.Generator().manual_seed(0)
     rows = {name: [] for name in names + list(peers)}
+    paper_rows = {name: [] for name in rows}
     secs = {name: 0.0 for name in rows}
     curve_secs, before_secs, after_secs, engine = [], [], [], "torch"
     curve_cpu, p_clean = [], []
@@ -128,6 +132,10 @@ def main() -> None:
         engine = next(iter(res.values())).engine
         for name, r in res.items():
             rows[name].append((float(r.deletion_auc[0]), float(r.insertion_auc[0])))
+        if paper:
+            for name, r in deletion_insertion_many(model, x, maps, t, steps=steps, blur=1.1,
+                                                   generator=torch.Generator().manual_seed(1)).items():
+                paper_rows[name].append(float(r.insertion_auc[0]))
         if k < n_before:  # the same curves the old way, for the before/after timing (ours only, as before)
             ours = {m: v for m, v in maps.items() if m not in peers}
             s = time.perf_counter()
@@ -144,11 +152,13 @@ def main() -> None:
         log.flush()
     print(f"{len(files)} images, {steps} steps, occlusion window 32 stride {stride}, RISE {rise_masks} masks, "
           f"model {model.name}, curves on {engine}")
-    print(f"{'method':<28} {'deletion':>9} {'insertion':>9} {'s/img':>7}")
+    print(f"{'method':<28} {'deletion':>9} {'insertion':>9} {'s/img':>7}"
+          + (f" {'insertion, paper canvas':>24}" if paper else ""))
     for name, vals in rows.items():
         d = sum(v[0] for v in vals) / len(vals)
         i = sum(v[1] for v in vals) / len(vals)
-        print(f"{name:<28} {d:>9.3f} {i:>9.3f} {secs[name] / len(files):>7.2f}")
+        extra = f" {sum(paper_rows[name]) / len(vals):>24.3f}" if paper else ""
+        print(f"{name:<28} {d:>9.3f} {i:>9.3f} {secs[name] / len(files):>7.2f}{extra}")
     print(f"curves of all {len(rows)} maps: {sum(curve_secs) / len(curve_secs):.1f} s per image (wall), "
           f"{sum(curve_cpu) / len(curve_cpu):.1f} CPU-s per image over {torch.get_num_threads()} threads "
           f"(wall on {torch.get_num_threads()} free cores: about {sum(curve_cpu) / len(curve_cpu) / torch.get_num_threads():.1f} s)")

@@ -118,3 +118,29 @@ def test_masks_are_smooth_and_keep_about_half():
     assert m.shape == (200, 40, 30) and 0.4 < float(m.mean()) < 0.6
     assert float(m.min()) >= 0 and float(m.max()) <= 1
     assert float((m[:, 1:] - m[:, :-1]).abs().max()) < 0.5  # bilinear upsampling: no hard cell edges
+
+
+def test_insertion_canvas_blur_is_a_knob():
+    """The corner image blurred by 1 px keeps most of its corner (high start of insertion), by 8 px far less."""
+    model = convlens.Model.wrap(_Corner(), mean=(0, 0, 0), std=(1, 1, 1), size=32)
+    x = torch.zeros(1, 3, 32, 32)
+    x[:, :, :8, :8] = 1
+    right = torch.zeros(1, 32, 32)
+    right[:, :8, :8] = 1
+    mild = deletion_insertion_many(model, x, {"m": right}, torch.tensor([0]), steps=4, engine="torch", blur=1.0)["m"]
+    strong = deletion_insertion_many(model, x, {"m": right}, torch.tensor([0]), steps=4, engine="torch", blur=8.0)["m"]
+    assert float(mild.insertion[0, 0]) > float(strong.insertion[0, 0]) + 0.1
+    assert torch.equal(mild.deletion, strong.deletion)  # deletion never sees the canvas
+
+
+def test_rise_fill_is_the_canvas_of_the_hidden_pixels(tiny, xs):
+    """fill="blur" shows the blurred image where a mask hides the photo: the map equals that definition."""
+    t = tiny(xs).argmax(-1)
+    got = rise(tiny, xs, t, masks=12, batch_size=24, fill="blur", generator=torch.Generator().manual_seed(2),
+               engine="torch")
+    masks = rise_masks(12, (32, 32), generator=torch.Generator().manual_seed(2))
+    canvas = _filler(xs, "blur")
+    for i in range(2):
+        with torch.no_grad():
+            p = torch.stack([tiny((xs[i] * m + canvas[i] * (1 - m))[None]).softmax(-1)[0, t[i]] for m in masks])
+        assert torch.allclose(got[i], (p[:, None, None] * masks).sum(0) / (12 * 0.5), atol=1e-5)

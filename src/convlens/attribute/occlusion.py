@@ -32,8 +32,9 @@ def occlusion_windows(height: int, width: int, window: tuple[int, int], stride: 
     return boxes
 
 
-def _filler(x: torch.Tensor, fill: str | float) -> torch.Tensor:
-    """The picture an occluder shows, per image ``N x 3 x H x W``: black, the image's mean colour, or a blur."""
+def _filler(x: torch.Tensor, fill: str | float, sigma: float | None = None) -> torch.Tensor:
+    """The picture an occluder shows, per image ``N x 3 x H x W``: black, the image's mean colour, or a blur
+    (Gaussian of ``sigma`` pixels, default the image's longer side / 28)."""
     if isinstance(fill, (int, float)):
         return torch.full_like(x, float(fill))
     if fill == "zero":
@@ -41,8 +42,8 @@ def _filler(x: torch.Tensor, fill: str | float) -> torch.Tensor:
     if fill == "mean":
         return x.mean((2, 3), keepdim=True).expand_as(x).clone()
     if fill == "blur":
-        sigma = max(x.shape[-2:]) / 28
-        r = int(3 * sigma)
+        sigma = max(x.shape[-2:]) / 28 if sigma is None else sigma
+        r = max(1, int(3 * sigma))
         t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
         k = torch.exp(-0.5 * (t / sigma) ** 2)
         k = k / k.sum()

@@ -16,7 +16,7 @@ from ..images import list_images, read_images
 from ..results import atomic_write, save_array, save_image
 from ..show.attribution import curves_figure, explanation_figure, mask_figure
 from ..show.figures import save
-from .common import COUNT, main, model_options
+from .common import COUNT, POSITIVE, main, model_options
 
 ALL = list(METHODS)
 
@@ -311,8 +311,11 @@ def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | Non
 @click.option("--masks", "rise_masks", type=COUNT, default=2000, show_default=True, help="RISE random masks.")
 @click.option("--engine", type=click.Choice(["auto", "openvino", "torch"]), default="auto", show_default=True,
               help="Forward engine of the curves (auto: OpenVINO when installed, checked against PyTorch).")
+@click.option("--blur", type=POSITIVE, default=None,
+              help="Gaussian sigma (pixels) of the insertion canvas [default: input side / 28, 8 px at 224; "
+                   "Petsiuk et al.'s released code: about 1.1].")
 def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window: int,
-                 stride: int, rise_masks: int, engine: str) -> None:
+                 stride: int, rise_masks: int, engine: str, blur: float | None) -> None:
     """Faithfulness of saliency methods on a folder of images: deletion / insertion AUC (Petsiuk et al. 2018)."""
     from tqdm import tqdm
 
@@ -331,7 +334,7 @@ def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window
     files, skipped = read.files, read.skipped_json()
     opts = {m: _options(m, 25, 50, window, stride, None, rise_masks) for m in names}
     res = evaluate_saliency(model, files, names, steps=steps, options=opts, generator=run.generator(), engine=engine,
-                            progress=lambda fs: tqdm(fs, desc="images", unit="img"))
+                            blur=blur, progress=lambda fs: tqdm(fs, desc="images", unit="img"))
     table = res.table()
     click.echo(f"{'method':<16} {'deletion':>9} {'insertion':>9} {'s/img':>7}")
     for name, r in table.items():
