@@ -154,6 +154,17 @@ class SaliencyAudit:
         valid = [i for i in self.items if not math.isnan(i.inside)]
         return sorted(valid, key=lambda i: (-i.background, i.stem))[:k]
 
+    def to_dict(self, top: int = 8) -> dict[str, Any]:
+        """The ``result.json`` entry: method, mask source, summary, per-class rows, the ``top`` most
+        background-reliant images, images without a mask or skipped, and every image's numbers."""
+        return {"method": self.method, "source": self.source, "summary": self.summary(), "per_class": self.per_class(),
+                "missing": self.missing, "skipped": [{"file": f, "reason": r} for f, r in self.folder.skipped],
+                "most_background": [i.stem for i in self.most_background(top)],
+                "images": [{"file": i.file, "stem": i.stem, "target": i.target, "label": i.label,
+                            "probability": i.probability, "area": i.area, "inside": i.inside,
+                            "background": i.background, "concentration": i.concentration, "map": i.map}
+                           for i in self.items]}
+
 
 def audit_saliency(model: Model, folder: str | Path, store: str | Path, *, method: str = "gradcam",
                    masks: str | Path | None = None, boxes: str | Path | None = None, segment: bool = False,

@@ -177,6 +177,13 @@ class SaliencyEvaluation:
     curve_seconds: float
     engine: str
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``result.json`` of ``evaluate-saliency``: the table, steps, curve time, engine, per-image areas."""
+        return {"images": len(self.files), "methods": self.table(), "steps": self.steps,
+                "curve_seconds_per_image": self.curve_seconds, "engine": self.engine,
+                "per_image": {m: {"deletion_auc": self.deletion_auc[m], "insertion_auc": self.insertion_auc[m]}
+                              for m in self.methods}, "files": self.files}
+
     def table(self) -> dict[str, dict[str, float]]:
         """Per method: mean deletion and insertion AUC and the seconds per image of its maps."""
         return {m: {"deletion_auc": float(self.deletion_auc[m].mean()), "insertion_auc": float(self.insertion_auc[m].mean()),

@@ -289,14 +289,7 @@ def audit_cmd(run, folder: str, method: str, masks: str | None, boxes: str | Non
                f"{summary['mostly_background']:.0%} mostly on it; {len(res.missing)} without a mask", err=True)
     for r in classes[:5]:
         click.echo(f"  {r['label']}: {r['background']:.1%} on background ({r['images']} images)", err=True)
-    run.save({"audit": {"folder": str(folder), "method": method, "source": res.source, "summary": summary,
-                        "per_class": classes, "missing": res.missing,
-                        "skipped": [{"file": f, "reason": r} for f, r in res.folder.skipped],
-                        "most_background": [i.stem for i in worst], "figures": ["audit.png", "background_gallery.png"],
-                        "images": [{"file": i.file, "stem": i.stem, "target": i.target, "label": i.label,
-                                    "probability": i.probability, "area": i.area, "inside": i.inside,
-                                    "background": i.background, "concentration": i.concentration, "map": i.map}
-                                   for i in res.items]}})
+    run.save({"audit": {"folder": str(folder), **res.to_dict(top), "figures": ["audit.png", "background_gallery.png"]}})
 
 
 @main.command("evaluate-saliency")
@@ -351,10 +344,7 @@ def evaluate_cmd(run, dataset: str, methods: str, limit: int, steps: int, window
                         {m: res.insertion[m].mean(0).tolist() for m in names},
                         title_text=f"{len(files)} images, {model.name}")
     save(fig, run.out / "curves.png")
-    run.save({"images": len(files), "methods": table, "steps": steps, "curve_seconds_per_image": res.curve_seconds,
-              "engine": res.engine,
-              "per_image": {m: {"deletion_auc": res.deletion_auc[m], "insertion_auc": res.insertion_auc[m]}
-                            for m in names}, "files": res.files, "skipped": skipped})
+    run.save({**res.to_dict(), "skipped": skipped})
 
 
 @main.command("sanity-check")
