@@ -29,6 +29,7 @@ p.add_argument("--steps", type=int, default=None)
 p.add_argument("--k", type=int, default=3)
 p.add_argument("--nearest", type=int, default=15)
 p.add_argument("--restarts", type=int, default=1)
+p.add_argument("--free", action="store_true", help="decay and clip towards grey, not the start")
 p.add_argument("--out", default=None)
 a = p.parse_args()
 torch.set_num_threads(1)
@@ -43,14 +44,19 @@ else:
     target = a.cls
 t = time.perf_counter()
 res = multifaceted(model, target, dogs, k=a.k, nearest=a.nearest, restarts=a.restarts, preset=a.preset,
+                   anchored=not a.free,
                    size=a.size, steps=a.steps, seed=0)
 cls = model.class_index(target)
 probs = judge_probs(model, res.result.images, [cls] * a.k)
 print(f"{len(dogs)} dog photos -> '{model.label(cls)}', preset {a.preset}, {a.size} px, k={a.k}, "
       f"nearest={a.nearest}, {time.perf_counter() - t:.0f} s")
 print(f"  cluster sizes {res.sizes}   p(target) per facet {' '.join(f'{v:.3f}' for v in probs)}")
-print(f"  facet distance {res.facet_distance:.3f}   restart distance "
-      f"{res.restart_distance if res.restart_distance is None else round(res.restart_distance, 3)}")
+
+def fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+print(f"  facet distance {fmt(res.facet_distance)}   restart distance {fmt(res.restart_distance)}")
 if a.out:
     rows = [F.grid([F.to_rgb(s) for s in res.starts], ncols=a.k, labels=[f"start ({n} photos)" for n in res.sizes]),
             F.grid([F.to_rgb(im) for im in res.result.images.cpu()], ncols=a.k,

@@ -70,16 +70,17 @@ class Preset:
             return [Jitter(self.jitter)] if self.jitter else []  # DeepDream's roll: every pixel stays in view
         return standard_transforms(pad=self.pad, jitter_px=self.jitter, scale=self.scale, degrees=self.degrees)
 
-    def post(self) -> list[PostStep]:
+    def post(self, center: float | torch.Tensor = 0.5) -> list[PostStep]:
+        """Yosinski's post-step regularisers; decay and clipping pull towards ``center`` (grey, or an image)."""
         out: list[PostStep] = []
         if self.decay:
-            out.append(Decay(self.decay))
+            out.append(Decay(self.decay, center))
         if self.blur_sigma:
             out.append(Blur(self.blur_sigma, self.blur_every))
         if self.clip_norm:
-            out.append(ClipNorm(self.clip_norm))
+            out.append(ClipNorm(self.clip_norm, center))
         if self.clip_contribution:
-            out.append(ClipContribution(self.clip_contribution))
+            out.append(ClipContribution(self.clip_contribution, center))
         return out
 
 
@@ -117,13 +118,14 @@ def _param(p: Preset, model: Model, batch: int, size: tuple[int, int], init: tor
 
 
 def visualize(model: Model, objective: Objective, *, preset: str | Preset = "lucid", batch: int = 1,
-              size: int | tuple[int, int] | None = None, init: torch.Tensor | None = None, seed: int = 0,
-              progress: bool = False, snapshot_every: int = 0, **overrides: object) -> OptimizeResult:
+              size: int | tuple[int, int] | None = None, init: torch.Tensor | None = None, anchored: bool = False,
+              seed: int = 0, progress: bool = False, snapshot_every: int = 0, **overrides: object) -> OptimizeResult:
     """Maximise ``objective`` over an image with one of the :data:`PRESETS` (``overrides`` replace its settings,
     e.g. ``steps=64`` or ``param="pixel"``).
 
     ``batch`` images are made at once (the objective may target each, e.g. ``class_logit([130, 9])``);
-    ``init`` starts from given pixels ``(N, 3, H, W)`` instead of grey / random spectra. Returns the loop's
+    ``init`` starts from given pixels ``(N, 3, H, W)`` instead of grey / random spectra; with ``anchored`` the
+    decay and clipping pull towards ``init`` instead of grey (pixel presets). Returns the loop's
     :class:`~convlens.core.optimize.OptimizeResult`; ``values`` are the objective per image.
     """
     p = preset if isinstance(preset, Preset) else _preset_by_name(preset, **overrides)
@@ -133,7 +135,10 @@ def visualize(model: Model, objective: Objective, *, preset: str | Preset = "luc
     gen = torch.Generator().manual_seed(seed)
     param = _param(p, model, batch, hw, init, gen)
     regs = [p.l2 * l2(center=0.5)] if p.l2 else None
-    return optimize(model, objective, param, transforms=p.transforms(), regularizers=regs, post=p.post(),
+    center: float | torch.Tensor = 0.5
+    if anchored and init is not None and isinstance(param, PixelImage):
+        center = param.pixels.detach().clone().to(model.device)
+    return optimize(model, objective, param, transforms=p.transforms(), regularizers=regs, post=p.post(center),
                     steps=p.steps, optimizer=p.optimizer, lr=p.lr, copies=p.copies, generator=gen,
                     progress=progress, snapshot_every=snapshot_every)
 
@@ -235,7 +240,7 @@ class MultifacetedResult:
         sizes: images per facet.
         layer: the layer whose features were clustered.
         facet_distance: mean cosine distance ``1 - cos`` between the facets' pooled features at ``layer``
-            (over all pairs of facets): how different the facets are to the network.
+            (over all pairs of facets): how different the facets are to the network; ``None`` for one facet.
         restart_distance: the same distance between each facet and its restarts (same start, other seeds),
             averaged; ``None`` without restarts. Facets are distinct when ``facet_distance`` is well above it.
         restarts: the restarts' results, one per extra seed.
@@ -246,7 +251,7 @@ class MultifacetedResult:
     assignments: torch.Tensor
     sizes: list[int] = field(default_factory=list)
     layer: str = ""
-    facet_distance: float = float("nan")
+    facet_distance: float | None = None
     restart_distance: float | None = None
     restarts: list[OptimizeResult] = field(default_factory=list)
 
@@ -263,7 +268,8 @@ def _codes(model: Model, x: torch.Tensor, layer: str) -> torch.Tensor:
 
 def multifaceted(model: Model, target: int | str, images: Sequence[ImageLike] | torch.Tensor, *, k: int = 4,
                  layer: str | None = None, nearest: int = 15, restarts: int = 0, preset: str | Preset = "lucid",
-                 seed: int = 0, progress: bool = False, **overrides: object) -> MultifacetedResult:
+                 size: int | tuple[int, int] | None = None, anchored: bool = True, seed: int = 0, progress: bool = False,
+                 **overrides: object) -> MultifacetedResult:
     """Multifaceted feature visualization (Nguyen, Yosinski & Clune 2016).
 
     The images are clustered (k-means) by their pooled features at ``layer`` (default: the penultimate layer);
@@ -271,8 +277,8 @@ def multifaceted(model: Model, target: int | str, images: Sequence[ImageLike] | 
     visualization of class ``target``, so the facets (e.g. a whole animal, a head close-up, a group) come out
     separately. ``images`` are files / PIL images or a pixel batch -- photos of the class, or of a wider concept
     (all dog breeds for one breed). ``restarts`` extra seeds per facet measure how much of the difference
-    between facets is only the randomness of the loop (``restart_distance``). ``preset`` and ``overrides`` set
-    the loop as in :func:`visualize`.
+    between facets is only the randomness of the loop (``restart_distance``). ``size`` resizes the starts
+    (default: the model's input); ``preset`` and ``overrides`` set the loop as in :func:`visualize`.
     """
     cls = model.class_index(target)
     if isinstance(images, torch.Tensor):
@@ -291,12 +297,15 @@ def multifaceted(model: Model, target: int | str, images: Sequence[ImageLike] | 
         near = idx[(f[idx] - centres[j]).norm(dim=1).argsort()[:max(1, nearest)]]
         starts.append(x[near.to(x.device)].mean(0))
     start = torch.stack(starts).cpu()
+    if size is not None:
+        hw = (size, size) if isinstance(size, int) else size
+        start = torch.nn.functional.interpolate(start, size=hw, mode="bilinear", align_corners=False, antialias=True)
     runs = [visualize(model, class_logit([cls] * k), preset=preset, batch=k, init=start.clamp(0.02, 0.98),
-                      seed=seed + r, progress=progress, **overrides)  # type: ignore[arg-type]
+                      anchored=anchored, seed=seed + r, progress=progress, **overrides)  # type: ignore[arg-type]
             for r in range(restarts + 1)]
     codes = [_codes(model, run.images, layer) for run in runs]
     pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
-    facet_d = float(sum(1 - codes[0][a] @ codes[0][b] for a, b in pairs) / len(pairs)) if pairs else float("nan")
+    facet_d = float(sum(1 - codes[0][a] @ codes[0][b] for a, b in pairs) / len(pairs)) if pairs else None
     restart_d = (float(sum(1 - (codes[0] * c).sum(1).mean() for c in codes[1:]) / restarts) if restarts else None)
     remap = torch.empty(k, dtype=torch.long)
     for new, old in enumerate(order):
