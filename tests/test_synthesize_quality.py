@@ -39,3 +39,15 @@ def test_facets_differ_more_than_restarts(tiny) -> None:
                        restarts=1)
     assert len(out.restarts) == 1 and out.restart_distance is not None
     assert out.facet_distance > 3 * out.restart_distance
+
+
+def test_decay_and_clipping_pull_towards_an_image() -> None:
+    from convlens.core.transforms import ClipNorm, Decay
+
+    gen = torch.Generator().manual_seed(0)
+    c, x = torch.rand(2, 3, 4, 4, generator=gen), torch.rand(2, 3, 4, 4, generator=gen)
+    y = x.clone()
+    Decay(0.25, c)(y, None, 0)
+    assert torch.allclose(y, c + 0.75 * (x - c))
+    ClipNorm(100.0, c)(y, None, 0)  # every pixel is at or below the 100th percentile of its distance to c
+    assert torch.equal(y, c)
