@@ -181,12 +181,12 @@ def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None,
                        grid([to_pil(im) for im in out.result.images], ncols=k,
                             labels=[f"facet {j}" for j in range(k)])],
                       title_text=f"{model.label(c)}: cluster means and facets"), run.out / "facets.png")
-    run.save({"images": rows, "class_index": c, "layer": out.layer, "preset": preset_name, "settings": vars_of(p),
-              "objective": out.result.objective, "optimize_seconds": out.result.seconds, "judges": list(judge),
-              "nearest": nearest, "facet_distance": out.facet_distance, "restart_distance": out.restart_distance})
     if out.facet_distance is not None:
         click.echo(f"facet distance {out.facet_distance:.3f}" + (
             "" if out.restart_distance is None else f", restart distance {out.restart_distance:.3f}"))
+    run.save({"images": rows, "class_index": c, "layer": out.layer, "preset": preset_name, "settings": vars_of(p),
+              "objective": out.result.objective, "optimize_seconds": out.result.seconds, "judges": list(judge),
+              "nearest": nearest, "facet_distance": out.facet_distance, "restart_distance": out.restart_distance})
 
 
 @main.command("dream")
