@@ -155,10 +155,14 @@ def visualize_unit_cmd(run: Run, layer: str, channel: int | None, channels: str 
 @click.option("--images", "folder", required=True, help="Folder (or file) of the class's photos.")
 @click.option("--k", type=COUNT, default=4, show_default=True, help="Number of facets (k-means clusters).")
 @click.option("--layer", default=None, help="Layer whose pooled features are clustered [default: penultimate].")
+@click.option("--nearest", type=COUNT, default=15, show_default=True,
+              help="Each facet starts from the mean of this many photos nearest its cluster's centre.")
+@click.option("--restarts", type=NATURAL, default=0, show_default=True,
+              help="Extra seeds per facet, to measure how far restarts of one facet lie apart.")
 @_with_common
-def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None, preset_name: str,
-                     param: str | None, steps: int | None, lr: float | None, judge: tuple[str, ...],
-                     snapshots: int) -> None:
+def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None, nearest: int, restarts: int,
+                     preset_name: str, param: str | None, steps: int | None, lr: float | None,
+                     judge: tuple[str, ...], snapshots: int) -> None:
     """Multifaceted visualization (Nguyen 2016): cluster a class's photos, one visualization per cluster."""
     model = run.model
     c = model.class_index(cls)
@@ -167,17 +171,22 @@ def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None,
         raise UserError(f"--k {k} needs at least {k} images; {folder} has {len(files)}")
     judges = _judges(judge, run.device)
     p = preset(preset_name, param=param, steps=steps, lr=lr)
-    out = multifaceted(model, c, files, k=k, layer=layer, preset=p, seed=run.seed, progress=True)
+    out = multifaceted(model, c, files, k=k, layer=layer, nearest=nearest, restarts=restarts, preset=p,
+                       seed=run.seed, progress=True)
     names = [f"facet_{j}_{_slug(model.label(c))}" for j in range(k)]
     members = [[files[i].name for i in range(len(files)) if int(out.assignments[i]) == j] for j in range(k)]
     rows = _save_images(run, out.result.images, names, [c] * k, judges, out.result.values,
                         [{"facet": j, "size": out.sizes[j], "members": members[j]} for j in range(k)])
-    save(side_by_side([grid([to_pil(s) for s in out.starts], ncols=k, labels=[f"mean of {n}" for n in out.sizes]),
+    save(side_by_side([grid([to_pil(s) for s in out.starts], ncols=k, labels=[f"start ({n} photos)" for n in out.sizes]),
                        grid([to_pil(im) for im in out.result.images], ncols=k,
                             labels=[f"facet {j}" for j in range(k)])],
                       title_text=f"{model.label(c)}: cluster means and facets"), run.out / "facets.png")
+    if out.facet_distance is not None:
+        click.echo(f"facet distance {out.facet_distance:.3f}" + (
+            "" if out.restart_distance is None else f", restart distance {out.restart_distance:.3f}"))
     run.save({"images": rows, "class_index": c, "layer": out.layer, "preset": preset_name, "settings": vars_of(p),
-              "objective": out.result.objective, "optimize_seconds": out.result.seconds, "judges": list(judge)})
+              "objective": out.result.objective, "optimize_seconds": out.result.seconds, "judges": list(judge),
+              "nearest": nearest, "facet_distance": out.facet_distance, "restart_distance": out.restart_distance})
 
 
 @main.command("dream")

@@ -178,17 +178,30 @@ class Blur(PostStep):
 
 
 class Decay(PostStep):
-    """Shrink towards ``center`` by ``rate`` each step (Yosinski et al.'s L2 decay)."""
+    """Shrink towards ``center`` by ``rate`` each step (Yosinski et al.'s L2 decay). ``center`` is a grey level or
+    an image ``(N, 3, H, W)`` (e.g. a multifaceted start, so the decay keeps its colours and layout)."""
 
-    def __init__(self, rate: float = 0.01, center: float = 0.5) -> None:
-        self.rate, self.center = float(rate), float(center)
+    def __init__(self, rate: float = 0.01, center: float | torch.Tensor = 0.5) -> None:
+        self.rate, self.center = float(rate), _center(center)
 
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor, grad: torch.Tensor | None, step: int) -> None:
         pixels.sub_(self.center).mul_(1 - self.rate).add_(self.center)
 
     def __repr__(self) -> str:
-        return f"Decay({self.rate:g})"
+        return f"Decay({self.rate:g})" if isinstance(self.center, float) else f"Decay({self.rate:g}, center=image)"
+
+
+def _center(center: float | torch.Tensor) -> float | torch.Tensor:
+    return center.detach() if isinstance(center, torch.Tensor) else float(center)
+
+
+def _reset(pixels: torch.Tensor, mask: torch.Tensor, center: float | torch.Tensor) -> None:
+    """Set ``pixels`` under ``mask`` ``(N, 1, H, W)`` to ``center`` (a grey level or an image)."""
+    if isinstance(center, float):
+        pixels.masked_fill_(mask.expand_as(pixels), center)
+    else:
+        pixels.copy_(torch.where(mask, center.to(pixels), pixels))
 
 
 def _below_percentile(score: torch.Tensor, pct: float) -> torch.Tensor:
@@ -201,15 +214,15 @@ def _below_percentile(score: torch.Tensor, pct: float) -> torch.Tensor:
 class ClipNorm(PostStep):
     """Set pixels whose colour norm ``||x - center||`` is below the ``percentile`` to ``center`` (Yosinski)."""
 
-    def __init__(self, percentile: float = 20.0, center: float = 0.5) -> None:
-        self.percentile, self.center = float(percentile), float(center)
+    def __init__(self, percentile: float = 20.0, center: float | torch.Tensor = 0.5) -> None:
+        self.percentile, self.center = float(percentile), _center(center)
 
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor, grad: torch.Tensor | None, step: int) -> None:
         if self.percentile <= 0:
             return
         norm = (pixels - self.center).norm(dim=1, keepdim=True)
-        pixels.masked_fill_(_below_percentile(norm, self.percentile).expand_as(pixels), self.center)
+        _reset(pixels, _below_percentile(norm, self.percentile), self.center)
 
     def __repr__(self) -> str:
         return f"ClipNorm({self.percentile:g})"
@@ -219,15 +232,15 @@ class ClipContribution(PostStep):
     """Set pixels with a small contribution ``|sum_c (x_c - center) * g_c|`` to the objective (below the
     ``percentile``) to ``center`` (Yosinski et al. 2015)."""
 
-    def __init__(self, percentile: float = 20.0, center: float = 0.5) -> None:
-        self.percentile, self.center = float(percentile), float(center)
+    def __init__(self, percentile: float = 20.0, center: float | torch.Tensor = 0.5) -> None:
+        self.percentile, self.center = float(percentile), _center(center)
 
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor, grad: torch.Tensor | None, step: int) -> None:
         if self.percentile <= 0 or grad is None:
             return
         contrib = ((pixels - self.center) * grad).sum(1, keepdim=True).abs()
-        pixels.masked_fill_(_below_percentile(contrib, self.percentile).expand_as(pixels), self.center)
+        _reset(pixels, _below_percentile(contrib, self.percentile), self.center)
 
     def __repr__(self) -> str:
         return f"ClipContribution({self.percentile:g})"

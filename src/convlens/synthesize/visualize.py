@@ -4,8 +4,8 @@ Three presets, each a set of settings of :func:`~convlens.core.optimize.optimize
 
 * ``simonyan`` -- Simonyan, Vedaldi & Zisserman 2014: gradient ascent on ``S_c(I) - lambda ||I||^2`` from the
   zero (mean) image, raw pixels. Reaches high probability on the model that made it, with adversarial noise.
-* ``yosinski`` -- Yosinski et al. 2015: raw pixels with L2 decay, Gaussian blur every few steps and clipping
-  of pixels with small norm / small contribution.
+* ``yosinski`` -- Yosinski et al. 2015: raw pixels with L2 decay, Gaussian blur and clipping of pixels with
+  small norm / small contribution, plus a random roll (jitter) each step; L1-normalised gradient steps.
 * ``lucid`` -- Olah, Mordvintsev & Schubert 2017 (Lucid): Fourier-space image with decorrelated colour and
   transformation robustness (pad, jitter, wide random scale and rotation, two transformed copies per step).
   The preset that gives images a person -- and other networks -- recognise.
@@ -25,7 +25,7 @@ from ..core.objectives import Objective, channel, class_logit, l2, neuron
 from ..core.optimize import OptimizeResult, optimize
 from ..core.params import FourierImage, ImageParam, PixelImage
 from ..core.taps import activations
-from ..core.transforms import Blur, ClipContribution, ClipNorm, Decay, PostStep, Transform, standard_transforms
+from ..core.transforms import Blur, ClipContribution, ClipNorm, Decay, Jitter, PostStep, Transform, standard_transforms
 from ..errors import UserError
 from ..images import ImageLike
 from ..models.model import Model
@@ -66,27 +66,31 @@ class Preset:
     degrees: float = 0.0
 
     def transforms(self) -> list[Transform]:
-        if not (self.pad or self.jitter or self.degrees or self.scale != (1.0, 1.0)):
-            return []
+        if not (self.pad or self.degrees or self.scale != (1.0, 1.0)):
+            return [Jitter(self.jitter)] if self.jitter else []  # DeepDream's roll: every pixel stays in view
         return standard_transforms(pad=self.pad, jitter_px=self.jitter, scale=self.scale, degrees=self.degrees)
 
-    def post(self) -> list[PostStep]:
+    def post(self, center: float | torch.Tensor = 0.5) -> list[PostStep]:
+        """Yosinski's post-step regularisers; decay and clipping pull towards ``center`` (grey, or an image)."""
         out: list[PostStep] = []
         if self.decay:
-            out.append(Decay(self.decay))
+            out.append(Decay(self.decay, center))
         if self.blur_sigma:
             out.append(Blur(self.blur_sigma, self.blur_every))
         if self.clip_norm:
-            out.append(ClipNorm(self.clip_norm))
+            out.append(ClipNorm(self.clip_norm, center))
         if self.clip_contribution:
-            out.append(ClipContribution(self.clip_contribution))
+            out.append(ClipContribution(self.clip_contribution, center))
         return out
 
 
 PRESETS: dict[str, Preset] = {
     "simonyan": Preset("simonyan", param="pixel", steps=200, lr=0.01, l2=1.0),
-    "yosinski": Preset("yosinski", param="pixel", steps=200, lr=0.02, decay=0.005, blur_sigma=1.0, blur_every=4,
-                       clip_norm=10.0, clip_contribution=10.0, jitter=0),
+    # L1-normalised steps (a step of lr in mean |pixel change|, whatever the gradient's scale), a light blur after
+    # every step and a random roll by up to 16 px: Adam's per-pixel steps are mostly high frequencies that the
+    # blur removes again, which left the images grey (std 8/255) and unrecognisable to other networks
+    "yosinski": Preset("yosinski", param="pixel", steps=200, lr=0.02, optimizer="sgd-l1", decay=0.005,
+                       blur_sigma=0.5, blur_every=1, clip_norm=10.0, clip_contribution=10.0, jitter=16),
     "lucid": Preset("lucid", param="fft", steps=192, lr=0.05, copies=2, pad=16, jitter=16, scale=(0.7, 1.3),
                     degrees=30.0),
 }
@@ -114,13 +118,14 @@ def _param(p: Preset, model: Model, batch: int, size: tuple[int, int], init: tor
 
 
 def visualize(model: Model, objective: Objective, *, preset: str | Preset = "lucid", batch: int = 1,
-              size: int | tuple[int, int] | None = None, init: torch.Tensor | None = None, seed: int = 0,
-              progress: bool = False, snapshot_every: int = 0, **overrides: object) -> OptimizeResult:
+              size: int | tuple[int, int] | None = None, init: torch.Tensor | None = None, anchored: bool = False,
+              seed: int = 0, progress: bool = False, snapshot_every: int = 0, **overrides: object) -> OptimizeResult:
     """Maximise ``objective`` over an image with one of the :data:`PRESETS` (``overrides`` replace its settings,
     e.g. ``steps=64`` or ``param="pixel"``).
 
     ``batch`` images are made at once (the objective may target each, e.g. ``class_logit([130, 9])``);
-    ``init`` starts from given pixels ``(N, 3, H, W)`` instead of grey / random spectra. Returns the loop's
+    ``init`` starts from given pixels ``(N, 3, H, W)`` instead of grey / random spectra; with ``anchored`` the
+    decay and clipping pull towards ``init`` instead of grey (pixel presets). Returns the loop's
     :class:`~convlens.core.optimize.OptimizeResult`; ``values`` are the objective per image.
     """
     p = preset if isinstance(preset, Preset) else _preset_by_name(preset, **overrides)
@@ -130,7 +135,10 @@ def visualize(model: Model, objective: Objective, *, preset: str | Preset = "luc
     gen = torch.Generator().manual_seed(seed)
     param = _param(p, model, batch, hw, init, gen)
     regs = [p.l2 * l2(center=0.5)] if p.l2 else None
-    return optimize(model, objective, param, transforms=p.transforms(), regularizers=regs, post=p.post(),
+    center: float | torch.Tensor = 0.5
+    if anchored and init is not None and isinstance(param, PixelImage):
+        center = param.pixels.detach().clone().to(model.device)
+    return optimize(model, objective, param, transforms=p.transforms(), regularizers=regs, post=p.post(center),
                     steps=p.steps, optimizer=p.optimizer, lr=p.lr, copies=p.copies, generator=gen,
                     progress=progress, snapshot_every=snapshot_every)
 
@@ -226,10 +234,16 @@ class MultifacetedResult:
 
     Attributes:
         result: the loop's result; ``result.images`` ``(k, 3, H, W)`` are the facets, ordered by cluster size.
-        starts: the cluster mean images the facets started from ``(k, 3, H, W)``.
+        starts: the images the facets started from ``(k, 3, H, W)``: each the mean of the ``nearest`` members
+            closest to its cluster's centre.
         assignments: cluster of each input image ``(M,)`` (same order as the images given).
         sizes: images per facet.
         layer: the layer whose features were clustered.
+        facet_distance: mean cosine distance ``1 - cos`` between the facets' pooled features at ``layer``
+            (over all pairs of facets): how different the facets are to the network; ``None`` for one facet.
+        restart_distance: the same distance between each facet and its restarts (same start, other seeds),
+            averaged; ``None`` without restarts. Facets are distinct when ``facet_distance`` is well above it.
+        restarts: the restarts' results, one per extra seed.
     """
 
     result: OptimizeResult
@@ -237,17 +251,34 @@ class MultifacetedResult:
     assignments: torch.Tensor
     sizes: list[int] = field(default_factory=list)
     layer: str = ""
+    facet_distance: float | None = None
+    restart_distance: float | None = None
+    restarts: list[OptimizeResult] = field(default_factory=list)
+
+
+def _codes(model: Model, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """Unit-length pooled features at ``layer`` ``(N, C)`` of pixel images ``(N, 3, H, W)``, 16 at a time."""
+    feats = []
+    for start in range(0, x.shape[0], 16):
+        a = activations(model, x[start:start + 16].to(model.device), layer)[layer]
+        feats.append(a.flatten(2).mean(2) if a.dim() == 4 else a.flatten(1))
+    f = torch.cat(feats).float().cpu()
+    return f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
 
 def multifaceted(model: Model, target: int | str, images: Sequence[ImageLike] | torch.Tensor, *, k: int = 4,
-                 layer: str | None = None, preset: str | Preset = "lucid", seed: int = 0, progress: bool = False,
+                 layer: str | None = None, nearest: int = 15, restarts: int = 0, preset: str | Preset = "lucid",
+                 size: int | tuple[int, int] | None = None, anchored: bool = True, seed: int = 0, progress: bool = False,
                  **overrides: object) -> MultifacetedResult:
     """Multifaceted feature visualization (Nguyen, Yosinski & Clune 2016).
 
-    The class's images are clustered (k-means) by their pooled features at ``layer`` (default: the
-    penultimate layer); each cluster's mean image is the starting point of one class visualization, so the
-    facets (e.g. a whole bird, a head close-up, a flock) come out separately. ``images`` are files / PIL images
-    or a pixel batch; ``preset`` and ``overrides`` set the loop as in :func:`visualize`.
+    The images are clustered (k-means) by their pooled features at ``layer`` (default: the penultimate layer);
+    the mean of the ``nearest`` images closest to each cluster's centre (the paper's 15) starts one
+    visualization of class ``target``, so the facets (e.g. a whole animal, a head close-up, a group) come out
+    separately. ``images`` are files / PIL images or a pixel batch -- photos of the class, or of a wider concept
+    (all dog breeds for one breed). ``restarts`` extra seeds per facet measure how much of the difference
+    between facets is only the randomness of the loop (``restart_distance``). ``size`` resizes the starts
+    (default: the model's input); ``preset`` and ``overrides`` set the loop as in :func:`visualize`.
     """
     cls = model.class_index(target)
     if isinstance(images, torch.Tensor):
@@ -257,18 +288,27 @@ def multifaceted(model: Model, target: int | str, images: Sequence[ImageLike] | 
             raise UserError("multifaceted visualization needs images of the class")
         x = model.load(list(images))
     layer = layer or penultimate_layer(model)
-    feats = []
-    for start in range(0, x.shape[0], 16):
-        a = activations(model, x[start:start + 16], layer)[layer]
-        feats.append(a.flatten(2).mean(2) if a.dim() == 4 else a.flatten(1))
-    f = torch.cat(feats)
-    assign, _ = kmeans(f / f.norm(dim=1, keepdim=True).clamp_min(1e-8), k, seed=seed)
+    f = _codes(model, x, layer)
+    assign, centres = kmeans(f, k, seed=seed)
     order = sorted(range(k), key=lambda j: -int((assign == j).sum()))
-    starts = torch.stack([x[assign == j].mean(0) for j in order]).cpu()
-    # the mean image is blurry and grey-ish; keep its layout but start the optimisation from it
-    res = visualize(model, class_logit([cls] * k), preset=preset, batch=k, init=starts.clamp(0.02, 0.98),
-                    seed=seed, progress=progress, **overrides)  # type: ignore[arg-type]
+    starts = []
+    for j in order:
+        idx = (assign == j).nonzero().flatten()
+        near = idx[(f[idx] - centres[j]).norm(dim=1).argsort()[:max(1, nearest)]]
+        starts.append(x[near.to(x.device)].mean(0))
+    start = torch.stack(starts).cpu()
+    if size is not None:
+        hw = (size, size) if isinstance(size, int) else size
+        start = torch.nn.functional.interpolate(start, size=hw, mode="bilinear", align_corners=False, antialias=True)
+    runs = [visualize(model, class_logit([cls] * k), preset=preset, batch=k, init=start.clamp(0.02, 0.98),
+                      anchored=anchored, seed=seed + r, progress=progress, **overrides)  # type: ignore[arg-type]
+            for r in range(restarts + 1)]
+    codes = [_codes(model, run.images, layer) for run in runs]
+    pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+    facet_d = float(sum(1 - codes[0][a] @ codes[0][b] for a, b in pairs) / len(pairs)) if pairs else None
+    restart_d = (float(sum(1 - (codes[0] * c).sum(1).mean() for c in codes[1:]) / restarts) if restarts else None)
     remap = torch.empty(k, dtype=torch.long)
     for new, old in enumerate(order):
         remap[old] = new
-    return MultifacetedResult(res, starts, remap[assign], [int((assign == j).sum()) for j in order], layer)
+    return MultifacetedResult(runs[0], start, remap[assign], [int((assign == j).sum()) for j in order], layer,
+                              facet_d, restart_d, runs[1:])
