@@ -65,7 +65,7 @@ def _argv(command: str, data: Path, out: Path, cache: Path, tiny: bool) -> list[
 
 
 def _start(argv: list[str], tiny: bool, stderr: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TQDM_MININTERVAL": "0.1"}  # the bar says how far it got
     code = (TINY_PREAMBLE if tiny else "") + RUN
     with open(stderr, "w") as fh:
         return subprocess.Popen([sys.executable, "-c", code, *argv], stderr=fh, stdout=subprocess.DEVNULL, env=env)

@@ -291,7 +291,7 @@ def test_sigint_during_style_writes_the_finished_image(tmp_path: Path) -> None:
     content, style = _photos(tmp_path, ["content.png", "style.png"], size=(48, 64))
     out = tmp_path / "style"
     err = tmp_path / "stderr.txt"
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "TQDM_MININTERVAL": "0.1"}  # the bar says how far it got
     with open(err, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-c", CHILD, "style", str(content), str(style), "--model", TINY,
                                  "--size", "64", "--steps", "100000", "--out", str(out)], stderr=fh, env=env,
@@ -341,3 +341,16 @@ def test_interrupt_line_says_what_is_on_disk(monkeypatch, tmp_path: Path) -> Non
     assert "nothing was written" in _interrupted()
     results.write_bytes(tmp_path / "a.bin", b"x")
     assert _interrupted() == f"convlens: interrupted; 1 finished file(s) are on disk in {tmp_path}"
+
+
+def test_progress_bars_are_calm_in_a_log(tmp_path: Path) -> None:
+    """Standard error to a file: a 40-step job draws its bar a few times, not once per step."""
+    code = ("import sys, time; from convlens.runtime import calm_progress_bars; print(calm_progress_bars(0.5), "
+            "file=sys.stdout); from tqdm.auto import tqdm\nfor _ in tqdm(range(40)): time.sleep(0.05)")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"} | {"PYTHONPATH": str(SRC)}
+    with open(tmp_path / "err.txt", "w") as fh:
+        out = subprocess.run([sys.executable, "-c", code], stderr=fh, stdout=subprocess.PIPE, env=env, text=True,
+                             check=True)
+    assert out.stdout.strip() == "True"
+    draws = (tmp_path / "err.txt").read_bytes().count(b"\r")
+    assert 2 <= draws <= 8, draws  # 2 s of work at one draw per 0.5 s (tqdm's default would draw ~20 times)

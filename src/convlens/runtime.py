@@ -15,7 +15,7 @@ import ctypes.util
 import sys
 from collections.abc import Iterator
 
-__all__ = ["tune_allocator", "private_rng"]
+__all__ = ["tune_allocator", "private_rng", "calm_progress_bars"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -37,6 +37,25 @@ def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 31)
         return False
     _done = bool(ok)
     return _done
+
+
+def calm_progress_bars(interval: float = 5.0) -> bool:
+    """When standard error is not a terminal (a log file, CI), progress bars redraw at most every ``interval``
+    seconds instead of ten times a second, so a log gets a readable line now and then, not thousands of carriage
+    returns. A bar that asks for its own ``mininterval`` keeps it, and tqdm's own ``TQDM_MININTERVAL``
+    environment variable wins over this. Returns ``True`` if the setting took effect."""
+    import os
+
+    if sys.stderr is None or sys.stderr.isatty() or "TQDM_MININTERVAL" in os.environ:
+        return False
+    from functools import partialmethod
+
+    from tqdm import std
+
+    if not getattr(std.tqdm, "_convlens_calm", False):
+        std.tqdm.__init__ = partialmethod(std.tqdm.__init__, mininterval=interval)  # type: ignore[method-assign]
+        std.tqdm._convlens_calm = True  # type: ignore[attr-defined]
+    return True
 
 
 @contextlib.contextmanager

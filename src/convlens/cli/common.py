@@ -21,7 +21,7 @@ import torch
 
 from ..models import DEFAULT_MODEL, Model, load_model, resolve_device
 from ..results import out_dir, write_result
-from ..runtime import tune_allocator
+from ..runtime import calm_progress_bars, tune_allocator
 
 __all__ = ["main", "model_options", "Run", "parse_range", "parse_fraction", "COUNT", "NATURAL", "POSITIVE",
            "NONNEGATIVE", "FINITE", "FRACTION", "POSITIVE_FRACTION", "at_least", "FiniteFloat", "Fraction", "CheckedGroup"]
@@ -131,6 +131,7 @@ def _image_limit(ctx: click.Context, param: click.Parameter, value: int | None) 
 def main() -> None:
     """convlens: see what a convolutional network has learned and why it decides what it decides."""
     tune_allocator()
+    calm_progress_bars()
 
 
 class Run:
