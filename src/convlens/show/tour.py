@@ -686,8 +686,8 @@ def _sec_multifaceted(ctx: TourContext, out: SectionOutput) -> None:
 
     cls, members = ctx.largest_class()
     k = min(ctx.q(3, 4), len(members))
-    res = multifaceted(ctx.model, cls, members, k=k, preset="lucid", size=ctx.q(112, 192), steps=ctx.q(48, 160),
-                       seed=ctx.seed)
+    res = multifaceted(ctx.model, cls, members, k=k, preset="yosinski", size=ctx.q(128, 192), steps=ctx.q(80, 200),
+                       restarts=1, seed=ctx.seed)
     probs = ctx.probs_of_png(res.result.images)
     img = F.side_by_side([F.grid([F.to_rgb(s) for s in res.starts], ncols=k, labels=[f"mean of {n}" for n in res.sizes]),
                           F.grid([F.to_rgb(im) for im in res.result.images], ncols=k,
@@ -695,10 +695,15 @@ def _sec_multifaceted(ctx: TourContext, out: SectionOutput) -> None:
     ctx.figure(out, "facets", img, photo=True,
                caption=f"'{ctx.model.label(cls)}', the class the model gives most of the {len(ctx.dataset_files())} "
                f"images ({len(members)} of them): clustered into {k} groups, each group's mean image starts one "
-               "visualization (Nguyen et al. 2016). " + ctx.dataset_note())
+               "visualization, which decay and clipping keep near that start (Nguyen et al. 2016; Yosinski's "
+               "regularisers). The facets differ by more than the loop's randomness when their feature distance is "
+               "above that of a restart with another seed. " + ctx.dataset_note())
     out.params.update({"class": ctx.model.label(cls), "images of the class": len(members), "facets": k,
-                       "layer": res.layer})
+                       "layer": res.layer, "preset": "yosinski", "restarts per facet": 1})
     out.numbers["cluster sizes"] = ", ".join(map(str, res.sizes))
+    if res.facet_distance is not None and res.restart_distance is not None:
+        out.numbers["feature distance between facets"] = res.facet_distance
+        out.numbers["feature distance to a restart (other seed)"] = res.restart_distance
 
 
 def _sec_dream(ctx: TourContext, out: SectionOutput) -> None:
