@@ -180,6 +180,52 @@ class GramStyle(Objective):
         return f"gram_style({list(self.layers)})"
 
 
+class SpectrumMatch(Objective):
+    """Scale-free distance of the grey image's Fourier amplitude to a target's, ``|(|X| - A)|^2 / |A|^2``, one
+    value per image (minimise it): the spectrum constraint of Liu, Gousseau & Xia (2016), which keeps the periods
+    of regular textures (brick rows, mortar lines) that Gram statistics alone lose.
+
+    The target ``A`` is the amplitude of the sample's grey image (mean removed), resampled in cycles per pixel to
+    the size of each image it is compared with, so the output can have any size.
+    """
+
+    uses_image = True
+
+    def __init__(self, sample: torch.Tensor) -> None:
+        g = _grey1(sample.float())
+        self.shifted = torch.fft.fftshift(torch.fft.fft2(g - g.mean((-2, -1), keepdim=True)).abs(), dim=(-2, -1))
+        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def target(self, h: int, w: int) -> torch.Tensor:
+        """The sample's amplitude spectrum on the frequency grid of an ``h x w`` image (unshifted, ``(h, w)``)."""
+        if (h, w) not in self._cache:
+            sh, sw = self.shifted.shape[-2:]
+            fy = torch.fft.fftfreq(h, device=self.shifted.device)
+            fx = torch.fft.fftfreq(w, device=self.shifted.device)
+            # index of frequency f in the shifted sample spectrum: f * n + n // 2; to grid_sample's [-1, 1]
+            uy = (fy * sh + sh // 2) / max(sh - 1, 1) * 2 - 1
+            ux = (fx * sw + sw // 2) / max(sw - 1, 1) * 2 - 1
+            grid = torch.stack(torch.broadcast_tensors(ux[None, :], uy[:, None]), -1)[None]
+            a = F.grid_sample(self.shifted[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
+            self._cache[(h, w)] = a[0, 0] * math.sqrt(h * w / (sh * sw))  # amplitude grows as sqrt(pixels)
+        return self._cache[(h, w)]
+
+    def __call__(self, rec: Recorded) -> torch.Tensor:
+        assert rec.image is not None
+        g = _grey1(rec.image.float())
+        amp = torch.fft.fft2(g - g.mean((-2, -1), keepdim=True)).abs()
+        a = self.target(*g.shape[-2:])
+        return (amp - a).pow(2).flatten(1).sum(1) / a.pow(2).sum().clamp_min(1e-12)
+
+    def __repr__(self) -> str:
+        return f"spectrum_match({tuple(self.shifted.shape[-2:])})"
+
+
+def _grey1(x: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, H, W)`` -> grey ``(N, H, W)`` (BT.601 luma)."""
+    return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+
+
 # --- texture synthesis -----------------------------------------------------------------------------------
 
 @dataclass
@@ -221,7 +267,8 @@ def noise_image(like: torch.Tensor, size: tuple[int, int], gen: torch.Generator,
 
 def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None,
                        layers: Sequence[str] | None = None, steps: int = 300, tv_weight: float = 0.05,
-                       seed: int = 0, sample_size: int | None = 256, callback=None) -> TextureResult:
+                       seed: int = 0, sample_size: int | None = 256, spectrum_weight: float = 1.0,
+                       callback=None) -> TextureResult:
     """Synthesise a texture from noise whose Gram statistics match ``sample`` (Gatys, Ecker & Bethge 2015).
 
     Runs the core loop (:func:`convlens.core.optimize`) with L-BFGS on raw pixels.
@@ -248,9 +295,12 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         model.layers[name]
     h, w = size or tuple(sample.shape[-2:])
     targets = GramTargets.from_images(model, [sample], layers)
+    objective: Objective = targets.objective()
+    if spectrum_weight:
+        objective = objective + spectrum_weight * SpectrumMatch(sample)
     gen = torch.Generator().manual_seed(seed)
     param = PixelImage(noise_image(sample, (h, w), gen, cell=4, grey=True))
-    res = optimize(model, targets.objective(), param, regularizers=[tv_weight * tv_objective(beta=1.0)],
+    res = optimize(model, objective, param, regularizers=[tv_weight * tv_objective(beta=1.0)],
                    steps=steps, optimizer="lbfgs", maximize=False, seed=seed,
                    callback=None if callback is None else (lambda i, img, loss: callback(i, loss)))
     x = res.images[:1]
