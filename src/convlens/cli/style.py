@@ -17,6 +17,10 @@ from ..results import output_names, save_image
 from .common import COUNT, NATURAL, NONNEGATIVE, POSITIVE, at_least, main, model_options
 
 
+# longer side of ISO 216 paper in millimetres, for ``style --print``
+PAPER_MM = {"A6": 148, "A5": 210, "A4": 297, "A3": 420}
+
+
 def _size(text: str | None) -> tuple[int, int] | None:
     """``"512x384"`` (width x height) or ``"512"`` -> ``(H, W)``."""
     if not text:
@@ -121,10 +125,13 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
 @click.option("--style-layers", default=None, help="Comma-separated style layers [default: from the layer index].")
 @click.option("--content-layer", default=None, help="Content layer [default: from the layer index].")
 @click.option("--dream", type=NONNEGATIVE, default=0.0, show_default=True, help="Weight of a DeepDream term on top.")
+@click.option("--print", "print_size", type=click.Choice(sorted(PAPER_MM), case_sensitive=False), default=None,
+              help="Size the output for a print on this paper (longer side; overrides --size).")
+@click.option("--dpi", type=COUNT, default=150, show_default=True, help="Dots per inch of --print.")
 def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | None, content_weight: float,
               style_weight: float | None, tv_weight: float | None, style_scale: float, init: str,
               original_colors: bool, size: int, steps: int, octaves: int | None, style_layers: str | None,
-              content_layer: str | None, dream: float) -> None:
+              content_layer: str | None, dream: float, print_size: str | None, dpi: int) -> None:
     """Render CONTENT in the style of one or more STYLE paintings (Gatys et al. 2016)."""
     from ..show.figures import save
     from ..show.style import style_figure
@@ -134,6 +141,8 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
     c = _pixels(content)
     ss = [_pixels(s) for s in styles]
     weights = _floats(style_weights, "style weights")
+    if print_size:
+        size = round(PAPER_MM[print_size.upper()] / 25.4 * dpi)
     if size < 16:
         raise UserError(f"size must be at least 16, got {size}")
     if octaves is None:
@@ -155,13 +164,14 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
         raise
     finally:
         bar.close()
-    save_image(to_pil(res.image), run.out / "stylized.png")
+    save_image(to_pil(res.image), run.out / "stylized.png", **({"dpi": (dpi, dpi)} if print_size else {}))
     names = [Path(s).stem for s in styles]
     if weights:
         names = [f"{n} {w:g}" for n, w in zip(names, weights)]
     save(style_figure(c, list(zip(ss, names)), res, caption="stylised",
                       title_text=f"{model.name}: {res.steps} steps, {res.seconds:.0f} s"), run.out / "style_figure.png")
-    run.save({**res.to_dict(), "octaves": octaves, "files": ["stylized.png", "style_figure.png"]})
+    extra = {"print": print_size.upper(), "dpi": dpi} if print_size else {}
+    run.save({**res.to_dict(), "octaves": octaves, **extra, "files": ["stylized.png", "style_figure.png"]})
     click.echo(f"style: content {res.content_loss:.4g}, style {res.style_loss:.4g}, tv {res.tv_loss:.4g} "
                f"after {res.steps} steps in {res.seconds:.1f} s")
 
