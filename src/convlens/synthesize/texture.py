@@ -185,7 +185,7 @@ class SpectrumMatch(Objective):
     value per image (minimise it): the spectrum constraint of Liu, Gousseau & Xia (2016), which keeps the periods
     of regular textures (brick rows, mortar lines) that Gram statistics alone lose.
 
-    The target ``A`` is the amplitude of the sample's grey image (mean removed), resampled in cycles per pixel to
+    The target ``A`` is the amplitude of the sample's grey image (channel mean, mean removed), resampled in cycles per pixel to
     the size of each image it is compared with, so the output can have any size.
     """
 
@@ -222,8 +222,9 @@ class SpectrumMatch(Objective):
 
 
 def _grey1(x: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, H, W)`` -> grey ``(N, H, W)`` (BT.601 luma)."""
-    return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    """``(N, C, H, W)`` -> grey ``(N, H, W)``: the channel mean, whose gradient is grey too (a luma's weights
+    0.299, 0.587, 0.114 would push every pixel towards green / purple)."""
+    return x.mean(1)
 
 
 # --- texture synthesis -----------------------------------------------------------------------------------
