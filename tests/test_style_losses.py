@@ -193,3 +193,25 @@ def test_style_knobs_change_the_output_visibly(tiny: convlens.Model, knob: dict)
     base = style_transfer(tiny, content, [style], size=None, steps=15, seed=0)
     other = style_transfer(tiny, content, [style], size=None, steps=15, seed=0, **knob)
     assert float((other.image - base.image).abs().mean()) > 2 / 255  # more than two grey levels on average
+
+
+def test_style_print_option_sizes_the_output_for_the_paper(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from convlens.cli import main
+    from convlens.images import to_pil
+
+    for name in ("c", "s"):
+        to_pil(torch.rand(3, 40, 60, generator=torch.Generator().manual_seed(1))).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["style", str(tmp_path / "c.png"), str(tmp_path / "s.png"),
+                                    "--print", "A6", "--dpi", "20", "--steps", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "result.json").read_text())
+    side = round(148 / 25.4 * 20)  # A6's longer side, 148 mm, at 20 dots per inch
+    assert max(doc["size"]) == side and doc["print"] == "A6" and doc["dpi"] == 20
+    img = Image.open(out / "stylized.png")
+    assert max(img.size) == side and round(img.info["dpi"][0]) == 20

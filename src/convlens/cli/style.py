@@ -16,7 +16,6 @@ from ..models import DEFAULT_MODEL
 from ..results import output_names, save_image
 from .common import COUNT, NATURAL, NONNEGATIVE, POSITIVE, at_least, main, model_options
 
-
 # longer side of ISO 216 paper in millimetres, for ``style --print``
 PAPER_MM = {"A6": 148, "A5": 210, "A4": 297, "A3": 420}
 
@@ -164,7 +163,10 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
         raise
     finally:
         bar.close()
-    save_image(to_pil(res.image), run.out / "stylized.png", **({"dpi": (dpi, dpi)} if print_size else {}))
+    if print_size:  # the PNG says its print resolution, so it prints at the paper's size
+        save_image(to_pil(res.image), run.out / "stylized.png", dpi=(dpi, dpi))
+    else:
+        save_image(to_pil(res.image), run.out / "stylized.png")
     names = [Path(s).stem for s in styles]
     if weights:
         names = [f"{n} {w:g}" for n, w in zip(names, weights)]
