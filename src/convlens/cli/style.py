@@ -73,8 +73,10 @@ def _progress(total: int, desc: str):
 @click.option("--steps", type=COUNT, default=300, show_default=True, help="L-BFGS function evaluations.")
 @click.option("--sample-size", type=COUNT, default=256, show_default=True, help="Longer side the sample is measured at.")
 @click.option("--tv-weight", type=NONNEGATIVE, default=0.05, show_default=True, help="Total-variation weight.")
+@click.option("--spectrum-weight", type=NONNEGATIVE, default=1.0, show_default=True,
+              help="Weight of the sample's Fourier amplitude (keeps regular periods; 0 = Gram matrices only).")
 def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_sweep: bool, steps: int,
-                sample_size: int, tv_weight: float) -> None:
+                sample_size: int, tv_weight: float, spectrum_weight: float) -> None:
     """Synthesise a texture of any size from noise whose Gram matrices match SAMPLE (Gatys et al. 2015)."""
     from ..show.figures import save
     from ..show.style import texture_figure, texture_sweep_figure
@@ -88,7 +90,7 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     bar, cb = _progress(steps, "texture")
     try:
         res = synthesize_texture(model, img, size=hw, layers=names, steps=steps, tv_weight=tv_weight, seed=run.seed,
-                                 sample_size=sample_size, callback=cb)
+                                 sample_size=sample_size, spectrum_weight=spectrum_weight, callback=cb)
     finally:
         bar.close()
     save_image(to_pil(res.image), run.out / "texture.png")
@@ -98,7 +100,8 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     data: dict[str, Any] = {**res.to_dict(), "files": ["texture.png", "texture_figure.png"]}
     if layers_sweep:
         sweep = layer_sweep(model, img, size=(measured.shape[-2], measured.shape[-1]), steps=steps, seed=run.seed,
-                            layers=_layers(layers), tv_weight=tv_weight, sample_size=sample_size)
+                            layers=_layers(layers), tv_weight=tv_weight, sample_size=sample_size,
+                            spectrum_weight=spectrum_weight)
         save(texture_sweep_figure(measured, sweep, side=side), run.out / "texture_sweep.png")
         data["sweep"] = [r.to_dict() for r in sweep]
         data["files"].append("texture_sweep.png")

@@ -29,11 +29,11 @@ from ..core.optimize import optimize
 from ..core.params import PixelImage
 from ..errors import UserError
 from ..models.model import Model
+from .dream import default_dream_layer
 from .texture import GramTargets, _resize_long, content_layer, features, noise_image, style_layers, total_variation
 
 __all__ = [
     "StyleResult",
-    "default_dream_layer",
     "default_weights",
     "keep_colors",
     "match_luminance",
@@ -85,19 +85,6 @@ def default_weights(model: Model) -> tuple[float, float]:
     values serve VGG-19 because every term is divided by its target's magnitude.
     """
     return 3.0, 0.2
-
-
-def default_dream_layer(model: Model) -> str:
-    """The DeepDream layer of ``--dream``: the last activation at the content layer's resolution level.
-
-    Not the content layer itself: there the content term pulls straight back, and any weight below 1 only scales
-    the features by ``1 / (1 - weight)``, which nobody can see.
-    """
-    from .texture import _levels
-
-    clayer = content_layer(model)
-    level = next(lv for lv in _levels(model) if clayer in lv)
-    return level[-1]
 
 
 @dataclass
@@ -170,7 +157,9 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
         octaves: coarse-to-fine levels; each starts from the previous result upsampled.
         style_layers_, content_layer_: override the defaults computed from the layer index.
         pre_activation: take the style features before the activations.
-        dream_weight, dream_layer: add a DeepDream term on ``dream_layer`` (default: :func:`default_dream_layer`).
+        dream_weight, dream_layer: add a DeepDream term on ``dream_layer`` (default: DeepDream's own layer,
+            :func:`~convlens.synthesize.dream.default_dream_layer`; not the content layer, where the content term
+            pulls straight back and any weight below 1 only scales the features by ``1 / (1 - weight)``).
         seed: noise seed.
 
     Returns:

@@ -33,6 +33,8 @@ from ..models.model import Model
 __all__ = [
     "GramStyle",
     "GramTargets",
+    "Regularity",
+    "SpectrumMatch",
     "TextureResult",
     "content_layer",
     "features",
@@ -40,6 +42,8 @@ __all__ = [
     "gram_loss",
     "layer_sweep",
     "noise_image",
+    "regularity",
+    "regularity_score",
     "style_layers",
     "sweep_sets",
     "synthesize_texture",
@@ -272,7 +276,8 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
                        callback=None) -> TextureResult:
     """Synthesise a texture from noise whose Gram statistics match ``sample`` (Gatys, Ecker & Bethge 2015).
 
-    Runs the core loop (:func:`convlens.core.optimize`) with L-BFGS on raw pixels.
+    Runs the core loop (:func:`convlens.core.optimize`) with L-BFGS on raw pixels; the objective is the Gram
+    distance plus ``spectrum_weight`` times the spectrum constraint.
 
     Args:
         model: the network whose features describe the texture.
@@ -282,6 +287,8 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         steps: L-BFGS steps.
         tv_weight: a small total-variation weight against the checkerboard of stride-2 padding.
         sample_size: resize the sample's longer side to this before measuring it (``None`` keeps it).
+        spectrum_weight: weight of :class:`SpectrumMatch`, the sample's Fourier amplitude (Liu, Gousseau & Xia
+            2016), which keeps the periods of regular textures (brick rows, mortar lines); 0 = Gram matrices only.
         callback: ``callback(step, loss)`` after every step.
 
     Returns:
