@@ -981,12 +981,14 @@ SECTIONS: tuple[Section, ...] = (
        "keep what matters for the class and lose exact colour and position.", _sec_invert),
     _s("texture", "Texture synthesis", "The Gram matrices of a layer's features (which channels fire together) "
        "describe a texture without saying where anything is (Gatys et al. 2015). Matching them from noise "
-       "synthesises new texture of any size.", _sec_texture),
+       "synthesises new texture of any size; matching the sample's Fourier amplitude too (Liu et al. 2016) keeps "
+       "the periods of a regular one, such as brick rows.", _sec_texture),
     _s("style", "Style transfer", "Match the deep features of a content photo and the Gram matrices of a painting "
        "at once, and the photo is repainted in the painting's style (Gatys et al. 2016). It is an optimisation per "
        "image, hence slow.", _sec_style),
-    _s("style-knobs", "Style knobs and blending", "The style image's scale sets the size of the strokes, and "
-       "several styles can be blended by weight. Transferring only the luminance keeps the photo's colours.",
+    _s("style-knobs", "Style knobs and blending", "The style image's scale sets the size of the strokes, a "
+       "DeepDream term adds what a deeper layer sees, and several styles can be blended by weight. Transferring "
+       "only the luminance keeps the photo's colours.",
        _sec_style_knobs),
     _s("fast-style", "Fast style transfer", "Train a feed-forward network once to minimise the same perceptual "
        "losses over many photos (Johnson et al. 2016). Afterwards stylising is one forward pass, orders of "
