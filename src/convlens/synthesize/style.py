@@ -148,12 +148,14 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
         styles: one or more pixel images; several are blended through their Gram matrices.
         style_weights: blend weights of the styles (normalised to sum to 1; default equal).
         content_weight, style_weight, tv_weight: weights of the scale-free terms.
-        style_scale: the style image's longer side is ``style_scale * size`` (bigger = larger strokes).
+        style_scale: the style image's longer side is ``style_scale * size`` (bigger = larger strokes); above 1
+            one more coarse level runs first, at ``1 / style_scale`` of the size with the painting at scale 1,
+            so the strokes come out ``style_scale`` times larger.
         init: ``"content"`` (default: sharp buildings, the painting's palette and strokes) or ``"noise"``
             (stronger stylisation, but stray false colours with the clamped-pixel L-BFGS).
         original_colors: transfer luminance only and keep the content's chrominance.
         size: longer side of the output (``None`` keeps the content's size).
-        steps: L-BFGS function evaluations in all (split over the octaves, most at the finest).
+        steps: L-BFGS function evaluations in all (split over the levels, most at the finest).
         octaves: coarse-to-fine levels; each starts from the previous result upsampled.
         style_layers_, content_layer_: override the defaults computed from the layer index.
         pre_activation: take the style features before the activations.
