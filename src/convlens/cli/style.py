@@ -80,7 +80,14 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     """Synthesise a texture of any size from noise whose Gram matrices match SAMPLE (Gatys et al. 2015)."""
     from ..show.figures import save
     from ..show.style import texture_figure, texture_sweep_figure
-    from ..synthesize.texture import _resize_long, layer_sweep, style_layers, synthesize_texture
+    from ..synthesize.texture import (
+        _resize_long,
+        layer_sweep,
+        regularity,
+        regularity_score,
+        style_layers,
+        synthesize_texture,
+    )
 
     model = run.model
     img = _pixels(sample)
@@ -97,7 +104,11 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     side = max(measured.shape[-2:])
     save(texture_figure(measured, res, side=side, title_text=f"Gram-matrix texture synthesis ({model.name})"),
          run.out / "texture_figure.png")
-    data: dict[str, Any] = {**res.to_dict(), "files": ["texture.png", "texture_figure.png"]}
+    src, syn = regularity(measured), regularity(res.image)
+    data: dict[str, Any] = {**res.to_dict(), "spectrum_weight": spectrum_weight,
+                            "regularity": {"sample": src.to_dict(), "synthesis": syn.to_dict(),
+                                           "score": round(regularity_score(measured, res.image), 4)},
+                            "files": ["texture.png", "texture_figure.png"]}
     if layers_sweep:
         sweep = layer_sweep(model, img, size=(measured.shape[-2], measured.shape[-1]), steps=steps, seed=run.seed,
                             layers=_layers(layers), tv_weight=tv_weight, sample_size=sample_size,
@@ -106,7 +117,8 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
         data["sweep"] = [r.to_dict() for r in sweep]
         data["files"].append("texture_sweep.png")
     run.save(data)
-    click.echo(f"texture: style loss {res.style_loss:.4g} after {res.steps} steps in {res.seconds:.1f} s")
+    click.echo(f"texture: style loss {res.style_loss:.4g} after {res.steps} steps in {res.seconds:.1f} s; period "
+               f"{syn.period:.1f} px (sample {src.period:.1f} px), regularity {data['regularity']['score']:.2f}")
 
 
 @main.command("style")

@@ -377,15 +377,21 @@ def _share(p: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor, f: tuple[float, 
     return float(p[near].sum() / p.sum().clamp_min(1e-30))
 
 
+def _band(image: torch.Tensor, band: float | None) -> float:
+    """The peak neighbourhood's radius: ``band``, or 0.01 cycles per pixel but at least 1.5 frequency bins."""
+    return band if band is not None else max(0.01, 1.5 / min(image.shape[-2:]))
+
+
 def regularity(image: torch.Tensor, *, min_period: float = 3.0, max_period: float | None = None,
-               band: float = 0.01) -> Regularity:
+               band: float | None = None) -> Regularity:
     """The dominant period of ``image`` ``(1, 3, H, W)``: the strongest peak of its grey, Hann-windowed 2-D power
     spectrum between periods ``min_period`` and ``max_period`` (default: a quarter of the shorter side) pixels.
 
     Regular textures (brick rows, mortar lines, weaves) have a sharp peak there; Gram statistics alone tend to
     lose it (Liu, Gousseau & Xia 2016). ``band`` is the radius, in cycles per pixel, of the peak's neighbourhood
-    whose power share :class:`Regularity` reports; it is independent of the image size.
+    whose power share :class:`Regularity` reports (default: 0.01, at least 1.5 frequency bins of ``image``).
     """
+    band = _band(image, band)
     p, fy, fx = _power(image)
     r = (fy.pow(2) + fx.pow(2)).sqrt()
     lo = 1.0 / (max_period or min(image.shape[-2:]) / 4)
@@ -398,10 +404,11 @@ def regularity(image: torch.Tensor, *, min_period: float = 3.0, max_period: floa
     return Regularity(f, 1.0 / float(r.flatten()[i]), math.degrees(math.atan2(f[0], f[1])), share)
 
 
-def regularity_score(source: torch.Tensor, synthesis: torch.Tensor, *, band: float = 0.01, **kw) -> float:
+def regularity_score(source: torch.Tensor, synthesis: torch.Tensor, *, band: float | None = None, **kw) -> float:
     """How much of ``synthesis``'s power sits at ``source``'s dominant frequency, relative to the source itself:
     1 = as regular as the source along its dominant period, 0 = none of it. Both ``(1, 3, H, W)``, any sizes
-    (frequencies are in cycles per pixel)."""
+    (frequencies are in cycles per pixel; one ``band`` for both, by default the source's)."""
+    band = _band(source, band)
     src = regularity(source, band=band, **kw)
     p, fy, fx = _power(synthesis)
     return _share(p, fy, fx, src.frequency, band) / max(src.peak_share, 1e-12)
