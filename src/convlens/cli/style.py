@@ -69,7 +69,8 @@ def _progress(total: int, desc: str):
 @click.option("--size", default=None, help="Output WIDTHxHEIGHT [default: twice the sample's measured size].")
 @click.option("--layers", default=None, help="Comma-separated layers [default: first layer at each resolution, "
                                              "before its activation].")
-@click.option("--layers-sweep", is_flag=True, help="Also render shallow-to-deep layer sets side by side.")
+@click.option("--layers-sweep", is_flag=True, help="Also render shallow-to-deep layer sets side by side "
+                                                   "(Gram matrices only).")
 @click.option("--steps", type=COUNT, default=300, show_default=True, help="L-BFGS function evaluations.")
 @click.option("--sample-size", type=COUNT, default=256, show_default=True, help="Longer side the sample is measured at.")
 @click.option("--tv-weight", type=NONNEGATIVE, default=0.05, show_default=True, help="Total-variation weight.")
@@ -111,8 +112,7 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
                             "files": ["texture.png", "texture_figure.png"]}
     if layers_sweep:
         sweep = layer_sweep(model, img, size=(measured.shape[-2], measured.shape[-1]), steps=steps, seed=run.seed,
-                            layers=_layers(layers), tv_weight=tv_weight, sample_size=sample_size,
-                            spectrum_weight=spectrum_weight)
+                            layers=_layers(layers), tv_weight=tv_weight, sample_size=sample_size)
         save(texture_sweep_figure(measured, sweep, side=side), run.out / "texture_sweep.png")
         data["sweep"] = [r.to_dict() for r in sweep]
         data["files"].append("texture_sweep.png")

@@ -320,13 +320,15 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
 
 def layer_sweep(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None, steps: int = 200,
                 seed: int = 0, pre_activation: bool = True, layers: Sequence[str] | None = None,
-                **kw) -> list[TextureResult]:
+                spectrum_weight: float = 0.0, **kw) -> list[TextureResult]:
     """Textures from growing layer sets, shallow to deep (Gatys et al. 2015, Fig. 2): small structures from the
     first layers alone, larger and more object-like ones as deeper layers join. The sets are the prefixes of
-    ``layers`` (default: :func:`sweep_sets`)."""
+    ``layers`` (default: :func:`sweep_sets`). Gram matrices only by default (``spectrum_weight=0``): the sweep
+    shows what the layers capture, which the spectrum constraint would mask."""
     sets = [list(layers[: i + 1]) for i in range(len(layers))] if layers else sweep_sets(
         model, pre_activation=pre_activation)
-    return [synthesize_texture(model, sample, size=size, layers=s, steps=steps, seed=seed, **kw) for s in sets]
+    return [synthesize_texture(model, sample, size=size, layers=s, steps=steps, seed=seed,
+                               spectrum_weight=spectrum_weight, **kw) for s in sets]
 
 
 def _resize_long(x: torch.Tensor, side: int) -> torch.Tensor:
