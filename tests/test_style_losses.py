@@ -161,3 +161,57 @@ def test_tiny_model_is_left_unchanged(tiny: convlens.Model, tiny_module: nn.Modu
         assert torch.equal(v, before[k])
     for m in tiny_module.modules():
         assert not m._forward_hooks
+
+
+def test_regularity_finds_the_period_of_stripes_and_scores_noise_low() -> None:
+    from convlens.synthesize.texture import regularity, regularity_score
+
+    xs = torch.arange(64, dtype=torch.float32)
+    stripes = (0.5 + 0.4 * torch.cos(2 * math.pi * xs / 8))[None, None, None, :].expand(1, 3, 48, 64)
+    reg = regularity(stripes)
+    assert abs(reg.period - 8) < 0.01 and abs(reg.angle) < 1e-6  # vertical stripes: f along x
+    assert regularity_score(stripes, stripes) == pytest.approx(1.0)
+    big = (0.5 + 0.4 * torch.cos(2 * math.pi * torch.arange(128.0) / 8))[None, None, None, :].expand(1, 3, 96, 128)
+    assert regularity_score(stripes, big) > 0.8  # any size: frequencies in cycles per pixel
+    assert regularity_score(stripes, torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))) < 0.2
+
+
+def test_spectrum_constraint_keeps_the_period(tiny: convlens.Model) -> None:
+    from convlens.synthesize.texture import regularity_score
+
+    xs = torch.arange(32, dtype=torch.float32)
+    sample = (0.5 + 0.4 * torch.cos(2 * math.pi * xs / 8))[None, None, None, :].expand(1, 3, 32, 32).contiguous()
+    kept = synthesize_texture(tiny, sample, size=(48, 48), steps=20, sample_size=None, spectrum_weight=1.0)
+    plain = synthesize_texture(tiny, sample, size=(48, 48), steps=20, sample_size=None, spectrum_weight=0.0)
+    assert regularity_score(sample, kept.image) > regularity_score(sample, plain.image) + 0.1
+
+
+@pytest.mark.parametrize("knob", [{"style_scale": 2.0}, {"dream_weight": 0.1}])
+def test_style_knobs_change_the_output_visibly(tiny: convlens.Model, knob: dict) -> None:
+    torch.manual_seed(0)
+    content, style = torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48) ** 2
+    base = style_transfer(tiny, content, [style], size=None, steps=15, seed=0)
+    other = style_transfer(tiny, content, [style], size=None, steps=15, seed=0, **knob)
+    assert float((other.image - base.image).abs().mean()) > 2 / 255  # more than two grey levels on average
+
+
+def test_style_print_option_sizes_the_output_for_the_paper(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from convlens.cli import main
+    from convlens.images import to_pil
+
+    for name in ("c", "s"):
+        to_pil(torch.rand(3, 40, 60, generator=torch.Generator().manual_seed(1))).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["style", str(tmp_path / "c.png"), str(tmp_path / "s.png"),
+                                    "--print", "A6", "--dpi", "20", "--steps", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "result.json").read_text())
+    side = round(148 / 25.4 * 20)  # A6's longer side, 148 mm, at 20 dots per inch
+    assert max(doc["size"]) == side and doc["print"] == "A6" and doc["dpi"] == 20
+    img = Image.open(out / "stylized.png")
+    assert max(img.size) == side and round(img.info["dpi"][0]) == 20

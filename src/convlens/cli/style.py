@@ -16,6 +16,9 @@ from ..models import DEFAULT_MODEL
 from ..results import output_names, save_image
 from .common import COUNT, NATURAL, NONNEGATIVE, POSITIVE, at_least, main, model_options
 
+# longer side of ISO 216 paper in millimetres, for ``style --print``
+PAPER_MM = {"A6": 148, "A5": 210, "A4": 297, "A3": 420}
+
 
 def _size(text: str | None) -> tuple[int, int] | None:
     """``"512x384"`` (width x height) or ``"512"`` -> ``(H, W)``."""
@@ -66,16 +69,26 @@ def _progress(total: int, desc: str):
 @click.option("--size", default=None, help="Output WIDTHxHEIGHT [default: twice the sample's measured size].")
 @click.option("--layers", default=None, help="Comma-separated layers [default: first layer at each resolution, "
                                              "before its activation].")
-@click.option("--layers-sweep", is_flag=True, help="Also render shallow-to-deep layer sets side by side.")
+@click.option("--layers-sweep", is_flag=True, help="Also render shallow-to-deep layer sets side by side "
+                                                   "(Gram matrices only).")
 @click.option("--steps", type=COUNT, default=300, show_default=True, help="L-BFGS function evaluations.")
 @click.option("--sample-size", type=COUNT, default=256, show_default=True, help="Longer side the sample is measured at.")
 @click.option("--tv-weight", type=NONNEGATIVE, default=0.05, show_default=True, help="Total-variation weight.")
+@click.option("--spectrum-weight", type=NONNEGATIVE, default=1.0, show_default=True,
+              help="Weight of the sample's Fourier amplitude (keeps regular periods; 0 = Gram matrices only).")
 def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_sweep: bool, steps: int,
-                sample_size: int, tv_weight: float) -> None:
+                sample_size: int, tv_weight: float, spectrum_weight: float) -> None:
     """Synthesise a texture of any size from noise whose Gram matrices match SAMPLE (Gatys et al. 2015)."""
     from ..show.figures import save
     from ..show.style import texture_figure, texture_sweep_figure
-    from ..synthesize.texture import _resize_long, layer_sweep, style_layers, synthesize_texture
+    from ..synthesize.texture import (
+        _resize_long,
+        layer_sweep,
+        regularity,
+        regularity_score,
+        style_layers,
+        synthesize_texture,
+    )
 
     model = run.model
     img = _pixels(sample)
@@ -85,14 +98,18 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     bar, cb = _progress(steps, "texture")
     try:
         res = synthesize_texture(model, img, size=hw, layers=names, steps=steps, tv_weight=tv_weight, seed=run.seed,
-                                 sample_size=sample_size, callback=cb)
+                                 sample_size=sample_size, spectrum_weight=spectrum_weight, callback=cb)
     finally:
         bar.close()
     save_image(to_pil(res.image), run.out / "texture.png")
     side = max(measured.shape[-2:])
     save(texture_figure(measured, res, side=side, title_text=f"Gram-matrix texture synthesis ({model.name})"),
          run.out / "texture_figure.png")
-    data: dict[str, Any] = {**res.to_dict(), "files": ["texture.png", "texture_figure.png"]}
+    src, syn = regularity(measured), regularity(res.image)
+    data: dict[str, Any] = {**res.to_dict(), "spectrum_weight": spectrum_weight,
+                            "regularity": {"sample": src.to_dict(), "synthesis": syn.to_dict(),
+                                           "score": round(regularity_score(measured, res.image), 4)},
+                            "files": ["texture.png", "texture_figure.png"]}
     if layers_sweep:
         sweep = layer_sweep(model, img, size=(measured.shape[-2], measured.shape[-1]), steps=steps, seed=run.seed,
                             layers=_layers(layers), tv_weight=tv_weight, sample_size=sample_size)
@@ -100,7 +117,8 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
         data["sweep"] = [r.to_dict() for r in sweep]
         data["files"].append("texture_sweep.png")
     run.save(data)
-    click.echo(f"texture: style loss {res.style_loss:.4g} after {res.steps} steps in {res.seconds:.1f} s")
+    click.echo(f"texture: style loss {res.style_loss:.4g} after {res.steps} steps in {res.seconds:.1f} s; period "
+               f"{syn.period:.1f} px (sample {src.period:.1f} px), regularity {data['regularity']['score']:.2f}")
 
 
 @main.command("style")
@@ -121,10 +139,13 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
 @click.option("--style-layers", default=None, help="Comma-separated style layers [default: from the layer index].")
 @click.option("--content-layer", default=None, help="Content layer [default: from the layer index].")
 @click.option("--dream", type=NONNEGATIVE, default=0.0, show_default=True, help="Weight of a DeepDream term on top.")
+@click.option("--print", "print_size", type=click.Choice(sorted(PAPER_MM), case_sensitive=False), default=None,
+              help="Size the output for a print on this paper (longer side; overrides --size).")
+@click.option("--dpi", type=COUNT, default=150, show_default=True, help="Dots per inch of --print.")
 def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | None, content_weight: float,
               style_weight: float | None, tv_weight: float | None, style_scale: float, init: str,
               original_colors: bool, size: int, steps: int, octaves: int | None, style_layers: str | None,
-              content_layer: str | None, dream: float) -> None:
+              content_layer: str | None, dream: float, print_size: str | None, dpi: int) -> None:
     """Render CONTENT in the style of one or more STYLE paintings (Gatys et al. 2016)."""
     from ..show.figures import save
     from ..show.style import style_figure
@@ -134,6 +155,8 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
     c = _pixels(content)
     ss = [_pixels(s) for s in styles]
     weights = _floats(style_weights, "style weights")
+    if print_size:
+        size = round(PAPER_MM[print_size.upper()] / 25.4 * dpi)
     if size < 16:
         raise UserError(f"size must be at least 16, got {size}")
     if octaves is None:
@@ -155,13 +178,17 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
         raise
     finally:
         bar.close()
-    save_image(to_pil(res.image), run.out / "stylized.png")
+    if print_size:  # the PNG says its print resolution, so it prints at the paper's size
+        save_image(to_pil(res.image), run.out / "stylized.png", dpi=(dpi, dpi))
+    else:
+        save_image(to_pil(res.image), run.out / "stylized.png")
     names = [Path(s).stem for s in styles]
     if weights:
         names = [f"{n} {w:g}" for n, w in zip(names, weights)]
     save(style_figure(c, list(zip(ss, names)), res, caption="stylised",
                       title_text=f"{model.name}: {res.steps} steps, {res.seconds:.0f} s"), run.out / "style_figure.png")
-    run.save({**res.to_dict(), "octaves": octaves, "files": ["stylized.png", "style_figure.png"]})
+    extra = {"print": print_size.upper(), "dpi": dpi} if print_size else {}
+    run.save({**res.to_dict(), "octaves": octaves, **extra, "files": ["stylized.png", "style_figure.png"]})
     click.echo(f"style: content {res.content_loss:.4g}, style {res.style_loss:.4g}, tv {res.tv_loss:.4g} "
                f"after {res.steps} steps in {res.seconds:.1f} s")
 

@@ -736,14 +736,17 @@ def _sec_invert(ctx: TourContext, out: SectionOutput) -> None:
 
 
 def _sec_texture(ctx: TourContext, out: SectionOutput) -> None:
-    from ..synthesize.texture import layer_sweep, synthesize_texture
+    from ..synthesize.texture import _resize_long, layer_sweep, regularity, regularity_score, synthesize_texture
     from .style import texture_figure, texture_sweep_figure
 
     sample, side = ctx.texture_sample(), ctx.q(128, 256)
     res = synthesize_texture(ctx.model, sample, size=(side * 2, side * 2), steps=ctx.q(60, 300), sample_size=side,
                              seed=ctx.seed)
+    measured = _resize_long(sample, side)
+    src, syn = regularity(measured), regularity(res.image)
     ctx.figure(out, "brick", texture_figure(sample, res, side=side), photo=True,
-               caption="A texture twice the sample's size, grown from noise by matching Gram matrices.")
+               caption="A texture twice the sample's size, grown from noise by matching Gram matrices and the "
+               "sample's Fourier amplitude (Liu et al. 2016), which keeps the rows and mortar lines.")
     small = ctx.q(96, 160)
     sweep = layer_sweep(ctx.model, sample, size=(small, small), steps=ctx.q(30, 150), seed=ctx.seed,
                         sample_size=small)
@@ -751,7 +754,10 @@ def _sec_texture(ctx: TourContext, out: SectionOutput) -> None:
                caption="The layer sweep (Gatys et al. 2015, Fig. 2): the first layers alone give small structures; "
                "as deeper layers join, larger and more regular ones appear.")
     out.params.update({"layers": ", ".join(res.layers), "steps": res.steps, "sweep sets": len(sweep)})
-    out.numbers.update({"style loss": res.style_loss, **{f"sweep style loss up to {r.layers[-1]}": r.style_loss
+    out.numbers.update({"style loss": res.style_loss, "sample's period (px)": src.period,
+                        "synthesis's period (px)": syn.period,
+                        "regularity (1 = as regular as the sample)": regularity_score(measured, res.image),
+                        **{f"sweep style loss up to {r.layers[-1]}": r.style_loss
                                                          for r in sweep}})
 
 
@@ -782,6 +788,7 @@ class _StyleKnobs(TypedDict, total=False):
     style_scale: float
     style_weights: list[float]
     original_colors: bool
+    dream_weight: float
 
 
 def _sec_style_knobs(ctx: TourContext, out: SectionOutput) -> None:
@@ -793,18 +800,26 @@ def _sec_style_knobs(ctx: TourContext, out: SectionOutput) -> None:
     content = to_pixels(ctx.photos[ctx.main_name])[None]
     size, steps = ctx.q(128, 256), ctx.q(40, 200)
     runs: list[tuple[str, _StyleKnobs]] = [
+        ("default", {"styles": [style]}),
         ("style scale 0.5", {"styles": [style], "style_scale": 0.5}),
         ("style scale 2", {"styles": [style], "style_scale": 2.0}),
+        ("dream 0.1", {"styles": [style], "dream_weight": 0.1}),
         (f"blend {sname} 0.5 + brick 0.5", {"styles": [style, second], "style_weights": [0.5, 0.5]}),
         ("original colours", {"styles": [style], "original_colors": True})]
     panels = [(F.fit(F.to_rgb(content[0]), size), "content")]
-    for label, kw in runs[: ctx.q(3, 4)]:
+    base = None
+    for label, kw in runs[: ctx.q(4, 6)]:
         r = style_transfer(ctx.model, content, size=size, steps=steps, seed=ctx.seed, **kw)
         panels.append((F.to_rgb(r.image[0]), label))
         out.numbers[f"{label}: style loss"] = r.style_loss
+        if base is None:
+            base = r.image
+        else:
+            out.numbers[f"{label}: mean pixel change from the default"] = float((r.image - base).abs().mean())
     ctx.figure(out, "knobs", F.side_by_side(panels, height=size, caption_size=11), photo=True,
                caption="The same optimisation with one knob changed: the style image's scale (bigger = larger "
-               "strokes), two styles blended by weight, and luminance-only transfer that keeps the photo's colours.")
+               "strokes, painted at a coarse level first), a DeepDream term, two styles blended by weight, and "
+               "luminance-only transfer that keeps the photo's colours.")
     out.params.update({"size": size, "steps": steps, "style": sname, "second style": "brick"})
 
 
@@ -971,12 +986,14 @@ SECTIONS: tuple[Section, ...] = (
        "keep what matters for the class and lose exact colour and position.", _sec_invert),
     _s("texture", "Texture synthesis", "The Gram matrices of a layer's features (which channels fire together) "
        "describe a texture without saying where anything is (Gatys et al. 2015). Matching them from noise "
-       "synthesises new texture of any size.", _sec_texture),
+       "synthesises new texture of any size; matching the sample's Fourier amplitude too (Liu et al. 2016) keeps "
+       "the periods of a regular one, such as brick rows.", _sec_texture),
     _s("style", "Style transfer", "Match the deep features of a content photo and the Gram matrices of a painting "
        "at once, and the photo is repainted in the painting's style (Gatys et al. 2016). It is an optimisation per "
        "image, hence slow.", _sec_style),
-    _s("style-knobs", "Style knobs and blending", "The style image's scale sets the size of the strokes, and "
-       "several styles can be blended by weight. Transferring only the luminance keeps the photo's colours.",
+    _s("style-knobs", "Style knobs and blending", "The style image's scale sets the size of the strokes, a "
+       "DeepDream term adds what a deeper layer sees, and several styles can be blended by weight. Transferring "
+       "only the luminance keeps the photo's colours.",
        _sec_style_knobs),
     _s("fast-style", "Fast style transfer", "Train a feed-forward network once to minimise the same perceptual "
        "losses over many photos (Johnson et al. 2016). Afterwards stylising is one forward pass, orders of "

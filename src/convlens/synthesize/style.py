@@ -29,6 +29,7 @@ from ..core.optimize import optimize
 from ..core.params import PixelImage
 from ..errors import UserError
 from ..models.model import Model
+from .dream import default_dream_layer
 from .texture import GramTargets, _resize_long, content_layer, features, noise_image, style_layers, total_variation
 
 __all__ = [
@@ -118,14 +119,16 @@ def style_objective(model: Model, content: torch.Tensor, targets: GramTargets, c
     """``content_weight * feature_match + style_weight * gram_style [- dream_weight * layer_norm]`` (minimised).
 
     Built from the core objectives; every term is scale-free: the content term is the relative feature error,
-    the style term the relative Gram error, and the DeepDream term is divided by its value on the content.
+    the style term the relative Gram error, and the DeepDream term is divided by its value on the content and
+    weighted in units of ``style_weight``.
     """
     fc = features(model, content, [content_layer])[content_layer]
     obj: Objective = content_weight * feature_match(content_layer, fc) + style_weight * targets.objective()
     if dream_weight:
         dl = dream_layer or content_layer
         ref = float(0.5 * features(model, content, [dl])[dl].float().pow(2).sum().clamp_min(1e-12))
-        obj = obj - (dream_weight / ref) * layer_norm(dl)
+        # in units of the style term: --dream 1 pushes as hard as the painting's statistics pull
+        obj = obj - (dream_weight * style_weight / ref) * layer_norm(dl)
     return obj
 
 
@@ -145,16 +148,20 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
         styles: one or more pixel images; several are blended through their Gram matrices.
         style_weights: blend weights of the styles (normalised to sum to 1; default equal).
         content_weight, style_weight, tv_weight: weights of the scale-free terms.
-        style_scale: the style image's longer side is ``style_scale * size`` (bigger = larger strokes).
+        style_scale: the style image's longer side is ``style_scale * size`` (bigger = larger strokes); above 1
+            one more coarse level runs first, at ``1 / style_scale`` of the size with the painting at scale 1,
+            so the strokes come out ``style_scale`` times larger.
         init: ``"content"`` (default: sharp buildings, the painting's palette and strokes) or ``"noise"``
             (stronger stylisation, but stray false colours with the clamped-pixel L-BFGS).
         original_colors: transfer luminance only and keep the content's chrominance.
         size: longer side of the output (``None`` keeps the content's size).
-        steps: L-BFGS function evaluations in all (split over the octaves, most at the finest).
+        steps: L-BFGS function evaluations in all (split over the levels, most at the finest).
         octaves: coarse-to-fine levels; each starts from the previous result upsampled.
         style_layers_, content_layer_: override the defaults computed from the layer index.
         pre_activation: take the style features before the activations.
-        dream_weight, dream_layer: add a DeepDream term on ``dream_layer`` (default: the content layer).
+        dream_weight, dream_layer: add a DeepDream term on ``dream_layer`` (default: DeepDream's own layer,
+            :func:`~convlens.synthesize.dream.default_dream_layer`; not the content layer, where the content term
+            pulls straight back and any weight below 1 only scales the features by ``1 / (1 - weight)``).
         seed: noise seed.
 
     Returns:
@@ -178,9 +185,8 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
     clayer = content_layer_ or content_layer(model)
     for name in [*slayers, clayer] + ([dream_layer] if dream_layer else []):
         model.layers[name]
-    dlayer = dream_layer or clayer
-    side = max(content.shape[-2:])
-    style_imgs = [_resize_long(s.to(dev).float(), max(16, round(side * style_scale))) for s in styles]
+    dlayer = dream_layer or default_dream_layer(model)
+    style_imgs = [s.to(dev).float() for s in styles]  # resized per level below
     full_content = content
     if original_colors:
         style_imgs = [match_luminance(s, content) for s in style_imgs]
@@ -189,20 +195,25 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
     gen = torch.Generator().manual_seed(seed)
     history: list[float] = []
     # coarse-to-fine: 1/2^k of the output size; each level starts from the previous result upsampled, and
-    # the finest level gets the most steps (half of them with two levels, and so on)
-    shares = [2.0 ** -(octaves - 1 - i) for i in range(octaves)]
+    # the finest level gets the most steps (half of them with two levels, and so on). A style scale above 1 puts
+    # one more level in front, at 1/style_scale of the first, where the painting is as large as that level's
+    # image (scale 1): the strokes it paints there come out style_scale times larger once upsampled, which the
+    # network cannot be asked for directly (a magnified painting only looks blurred to it).
+    levels: list[tuple[float, float]] = [(2.0 ** (octaves - 1 - i), style_scale) for i in range(octaves)]
+    if style_scale > 1:
+        levels.insert(0, (levels[0][0] * style_scale, 1.0))
+    shares = [2.0 ** -(len(levels) - 1 - i) for i in range(len(levels))]
     shares = [v / sum(shares) for v in shares]
     x: torch.Tensor | None = None
     targets = None
     latest: list[torch.Tensor | None] = [None]  # the image of the last finished step, kept for Ctrl-C
     finished = [0]  # steps finished in all (the callback's count), for what an interrupted run reports
     try:
-        for level in range(octaves):
-            f = 2 ** (octaves - 1 - level)
-            h, w = max(16, content.shape[-2] // f), max(16, content.shape[-1] // f)
+        for level, (f, rel) in enumerate(levels):
+            h, w = max(16, round(content.shape[-2] / f)), max(16, round(content.shape[-1] / f))
             c_l = F.interpolate(content, size=(h, w), mode="bilinear", align_corners=False, antialias=True) if f > 1 \
                 else content
-            s_l = [_resize_long(s, max(16, max(s.shape[-2:]) // f)) for s in style_imgs]
+            s_l = [_resize_long(s, max(16, round(max(h, w) * rel))) for s in style_imgs]
             targets = GramTargets.from_images(model, s_l, slayers, weights=style_weights)
             objective = style_objective(model, c_l, targets, clayer, content_weight=content_weight,
                                         style_weight=style_weight, dream_weight=dream_weight, dream_layer=dlayer)

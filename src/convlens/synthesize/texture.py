@@ -33,6 +33,8 @@ from ..models.model import Model
 __all__ = [
     "GramStyle",
     "GramTargets",
+    "Regularity",
+    "SpectrumMatch",
     "TextureResult",
     "content_layer",
     "features",
@@ -40,6 +42,8 @@ __all__ = [
     "gram_loss",
     "layer_sweep",
     "noise_image",
+    "regularity",
+    "regularity_score",
     "style_layers",
     "sweep_sets",
     "synthesize_texture",
@@ -180,6 +184,53 @@ class GramStyle(Objective):
         return f"gram_style({list(self.layers)})"
 
 
+class SpectrumMatch(Objective):
+    """Scale-free distance of the grey image's Fourier amplitude to a target's, ``|(|X| - A)|^2 / |A|^2``, one
+    value per image (minimise it): the spectrum constraint of Liu, Gousseau & Xia (2016), which keeps the periods
+    of regular textures (brick rows, mortar lines) that Gram statistics alone lose.
+
+    The target ``A`` is the amplitude of the sample's grey image (channel mean, mean removed), resampled in cycles per pixel to
+    the size of each image it is compared with, so the output can have any size.
+    """
+
+    uses_image = True
+
+    def __init__(self, sample: torch.Tensor) -> None:
+        g = _grey1(sample.float())
+        self.shifted = torch.fft.fftshift(torch.fft.fft2(g - g.mean((-2, -1), keepdim=True)).abs(), dim=(-2, -1))
+        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def target(self, h: int, w: int) -> torch.Tensor:
+        """The sample's amplitude spectrum on the frequency grid of an ``h x w`` image (unshifted, ``(h, w)``)."""
+        if (h, w) not in self._cache:
+            sh, sw = self.shifted.shape[-2:]
+            fy = torch.fft.fftfreq(h, device=self.shifted.device)
+            fx = torch.fft.fftfreq(w, device=self.shifted.device)
+            # index of frequency f in the shifted sample spectrum: f * n + n // 2; to grid_sample's [-1, 1]
+            uy = (fy * sh + sh // 2) / max(sh - 1, 1) * 2 - 1
+            ux = (fx * sw + sw // 2) / max(sw - 1, 1) * 2 - 1
+            grid = torch.stack(torch.broadcast_tensors(ux[None, :], uy[:, None]), -1)[None]
+            a = F.grid_sample(self.shifted[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
+            self._cache[(h, w)] = a[0, 0] * math.sqrt(h * w / (sh * sw))  # amplitude grows as sqrt(pixels)
+        return self._cache[(h, w)]
+
+    def __call__(self, rec: Recorded) -> torch.Tensor:
+        assert rec.image is not None
+        g = _grey1(rec.image.float())
+        amp = torch.fft.fft2(g - g.mean((-2, -1), keepdim=True)).abs()
+        a = self.target(*g.shape[-2:])
+        return (amp - a).pow(2).flatten(1).sum(1) / a.pow(2).sum().clamp_min(1e-12)
+
+    def __repr__(self) -> str:
+        return f"spectrum_match({tuple(self.shifted.shape[-2:])})"
+
+
+def _grey1(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> grey ``(N, H, W)``: the channel mean, whose gradient is grey too (a luma's weights
+    0.299, 0.587, 0.114 would push every pixel towards green / purple)."""
+    return x.mean(1)
+
+
 # --- texture synthesis -----------------------------------------------------------------------------------
 
 @dataclass
@@ -221,10 +272,12 @@ def noise_image(like: torch.Tensor, size: tuple[int, int], gen: torch.Generator,
 
 def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None,
                        layers: Sequence[str] | None = None, steps: int = 300, tv_weight: float = 0.05,
-                       seed: int = 0, sample_size: int | None = 256, callback=None) -> TextureResult:
+                       seed: int = 0, sample_size: int | None = 256, spectrum_weight: float = 1.0,
+                       callback=None) -> TextureResult:
     """Synthesise a texture from noise whose Gram statistics match ``sample`` (Gatys, Ecker & Bethge 2015).
 
-    Runs the core loop (:func:`convlens.core.optimize`) with L-BFGS on raw pixels.
+    Runs the core loop (:func:`convlens.core.optimize`) with L-BFGS on raw pixels; the objective is the Gram
+    distance plus ``spectrum_weight`` times the spectrum constraint.
 
     Args:
         model: the network whose features describe the texture.
@@ -234,6 +287,8 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         steps: L-BFGS steps.
         tv_weight: a small total-variation weight against the checkerboard of stride-2 padding.
         sample_size: resize the sample's longer side to this before measuring it (``None`` keeps it).
+        spectrum_weight: weight of :class:`SpectrumMatch`, the sample's Fourier amplitude (Liu, Gousseau & Xia
+            2016), which keeps the periods of regular textures (brick rows, mortar lines); 0 = Gram matrices only.
         callback: ``callback(step, loss)`` after every step.
 
     Returns:
@@ -248,9 +303,12 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         model.layers[name]
     h, w = size or tuple(sample.shape[-2:])
     targets = GramTargets.from_images(model, [sample], layers)
+    objective: Objective = targets.objective()
+    if spectrum_weight:
+        objective = objective + spectrum_weight * SpectrumMatch(sample)
     gen = torch.Generator().manual_seed(seed)
     param = PixelImage(noise_image(sample, (h, w), gen, cell=4, grey=True))
-    res = optimize(model, targets.objective(), param, regularizers=[tv_weight * tv_objective(beta=1.0)],
+    res = optimize(model, objective, param, regularizers=[tv_weight * tv_objective(beta=1.0)],
                    steps=steps, optimizer="lbfgs", maximize=False, seed=seed,
                    callback=None if callback is None else (lambda i, img, loss: callback(i, loss)))
     x = res.images[:1]
@@ -262,13 +320,15 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
 
 def layer_sweep(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None, steps: int = 200,
                 seed: int = 0, pre_activation: bool = True, layers: Sequence[str] | None = None,
-                **kw) -> list[TextureResult]:
+                spectrum_weight: float = 0.0, **kw) -> list[TextureResult]:
     """Textures from growing layer sets, shallow to deep (Gatys et al. 2015, Fig. 2): small structures from the
     first layers alone, larger and more object-like ones as deeper layers join. The sets are the prefixes of
-    ``layers`` (default: :func:`sweep_sets`)."""
+    ``layers`` (default: :func:`sweep_sets`). Gram matrices only by default (``spectrum_weight=0``): the sweep
+    shows what the layers capture, which the spectrum constraint would mask."""
     sets = [list(layers[: i + 1]) for i in range(len(layers))] if layers else sweep_sets(
         model, pre_activation=pre_activation)
-    return [synthesize_texture(model, sample, size=size, layers=s, steps=steps, seed=seed, **kw) for s in sets]
+    return [synthesize_texture(model, sample, size=size, layers=s, steps=steps, seed=seed,
+                               spectrum_weight=spectrum_weight, **kw) for s in sets]
 
 
 def _resize_long(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -278,3 +338,79 @@ def _resize_long(x: torch.Tensor, side: int) -> torch.Tensor:
         return x
     nh, nw = max(16, round(h * scale)), max(16, round(w * scale))
     return F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+# --- regularity: the dominant period of the 2-D power spectrum -------------------------------------------
+
+@dataclass
+class Regularity:
+    """The dominant spatial frequency of a grey image's power spectrum and how strongly it stands out.
+
+    ``frequency`` is ``(fy, fx)`` in cycles per pixel (``fy >= 0``), ``period`` its wavelength ``1 / |f|`` in
+    pixels (e.g. the brick rows' spacing), ``angle`` the direction of ``f`` in degrees (90 = horizontal stripes),
+    ``peak_share`` the fraction of the non-DC power within ``band`` cycles/pixel of ``±f``.
+    """
+
+    frequency: tuple[float, float]
+    period: float
+    angle: float
+    peak_share: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"frequency": [round(v, 5) for v in self.frequency], "period": round(self.period, 2),
+                "angle": round(self.angle, 1), "peak_share": round(self.peak_share, 5)}
+
+
+def _power(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hann-windowed power spectrum of the grey image of ``(1, 3, H, W)``; its frequency grids (cycles/pixel)."""
+    g = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[0].double() if x.shape[1] == 3 else x[0, 0].double()
+    h, w = g.shape
+    win = torch.hann_window(h, periodic=False, dtype=g.dtype)[:, None] * torch.hann_window(w, periodic=False,
+                                                                                           dtype=g.dtype)[None]
+    p = torch.fft.fft2((g - g.mean()) * win).abs().pow(2)
+    fy = torch.fft.fftfreq(h, dtype=g.dtype)[:, None].expand(h, w)
+    fx = torch.fft.fftfreq(w, dtype=g.dtype)[None].expand(h, w)
+    return p, fy, fx
+
+
+def _share(p: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor, f: tuple[float, float], band: float) -> float:
+    near = ((fy - f[0]).pow(2) + (fx - f[1]).pow(2) <= band ** 2) | ((fy + f[0]).pow(2) + (fx + f[1]).pow(2)
+                                                                     <= band ** 2)
+    return float(p[near].sum() / p.sum().clamp_min(1e-30))
+
+
+def _band(image: torch.Tensor, band: float | None) -> float:
+    """The peak neighbourhood's radius: ``band``, or 0.01 cycles per pixel but at least 1.5 frequency bins."""
+    return band if band is not None else max(0.01, 1.5 / min(image.shape[-2:]))
+
+
+def regularity(image: torch.Tensor, *, min_period: float = 3.0, max_period: float | None = None,
+               band: float | None = None) -> Regularity:
+    """The dominant period of ``image`` ``(1, 3, H, W)``: the strongest peak of its grey, Hann-windowed 2-D power
+    spectrum between periods ``min_period`` and ``max_period`` (default: a quarter of the shorter side) pixels.
+
+    Regular textures (brick rows, mortar lines, weaves) have a sharp peak there; Gram statistics alone tend to
+    lose it (Liu, Gousseau & Xia 2016). ``band`` is the radius, in cycles per pixel, of the peak's neighbourhood
+    whose power share :class:`Regularity` reports (default: 0.01, at least 1.5 frequency bins of ``image``).
+    """
+    band = _band(image, band)
+    p, fy, fx = _power(image)
+    r = (fy.pow(2) + fx.pow(2)).sqrt()
+    lo = 1.0 / (max_period or min(image.shape[-2:]) / 4)
+    q = torch.where((r >= lo) & (r <= 1.0 / min_period), p, torch.zeros_like(p))
+    i = int(q.argmax())
+    f = (float(fy.flatten()[i]), float(fx.flatten()[i]))
+    if f[0] < 0 or (f[0] == 0 and f[1] < 0):
+        f = (-f[0], -f[1])
+    share = _share(p, fy, fx, f, band)
+    return Regularity(f, 1.0 / float(r.flatten()[i]), math.degrees(math.atan2(f[0], f[1])), share)
+
+
+def regularity_score(source: torch.Tensor, synthesis: torch.Tensor, *, band: float | None = None, **kw) -> float:
+    """How much of ``synthesis``'s power sits at ``source``'s dominant frequency, relative to the source itself:
+    1 = as regular as the source along its dominant period, 0 = none of it. Both ``(1, 3, H, W)``, any sizes
+    (frequencies are in cycles per pixel; one ``band`` for both, by default the source's)."""
+    band = _band(source, band)
+    src = regularity(source, band=band, **kw)
+    p, fy, fx = _power(synthesis)
+    return _share(p, fy, fx, src.frequency, band) / max(src.peak_share, 1e-12)
