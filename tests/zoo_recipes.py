@@ -60,6 +60,7 @@ def recipes(model: convlens.Model, folder: Path) -> dict[str, Callable[[], objec
     """Every library recipe, cheap: name -> a call that raises on failure."""
     from convlens.adversarial import fool, pgd
     from convlens.attribute import METHODS, grabcut, guided_backprop, saliency, vanilla_gradient
+    from convlens.attribute.explain import explain
     from convlens.read import (
         DeadUnits,
         activation_maps,
@@ -83,12 +84,13 @@ def recipes(model: convlens.Model, folder: Path) -> dict[str, Callable[[], objec
         gb, v = guided_backprop(model, x, 1), vanilla_gradient(model, x, 1)
         assert torch.isfinite(gb).all() and _rel(gb, v) > 1e-3, f"guided == gradient ({_rel(gb, v):.1e})"
 
-    def all_saliency() -> None:
-        opts = {"smoothgrad": {"samples": 2, "generator": g}, "integrated": {"steps": 2},
+    def all_saliency() -> None:  # the saliency command's recipe, every method
+        opts = {"smoothgrad": {"samples": 2}, "integrated": {"steps": 2}, "rise": {"masks": 8},
                 "occlusion": {"window": h // 2, "stride": h // 2}}
-        for m in METHODS:
-            s = saliency(model, x[:1], m, 1, **opts.get(m, {}))
-            assert s.shape == (1, h, h) and torch.isfinite(s).all(), m
+        exp = explain(model, x[:1], list(METHODS), 1, options=opts, generator=g)
+        for m, r in exp.targets[0].maps.items():
+            assert r.map.shape == (h, h) and torch.isfinite(r.map).all(), m
+        assert exp.to_dict()["methods"]["guided"]["report"].changed > 0
 
     def seg() -> None:
         grabcut(x[:1], saliency(model, x[:1], "gradient", 1))
