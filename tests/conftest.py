@@ -62,6 +62,15 @@ def tiny(tiny_module: nn.Module) -> convlens.Model:
                                labels=[f"class{i}" for i in range(5)], name="tiny")
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, two spinning threads make tiny nets up to 25x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def lite0() -> convlens.Model:
     """The embedded pretrained EfficientNet-Lite0 (loaded once per test process)."""

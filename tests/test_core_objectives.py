@@ -25,14 +25,7 @@ from convlens.core import (
 )
 from convlens.core.optimize import evaluate
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two spinning threads make tiny nets up to 25x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _finite_difference_check(tiny, objective, x: torch.Tensor, n_dirs: int = 3) -> None:

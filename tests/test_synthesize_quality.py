@@ -9,13 +9,7 @@ import torch
 import convlens
 from convlens.synthesize import judge_probs, multifaceted, visualize_class
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_yosinski_preset_is_not_grey(lite0) -> None:

@@ -25,14 +25,7 @@ from convlens.synthesize import (
 )
 from convlens.synthesize.visualize import kmeans, quantize
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two spinning threads make tiny nets up to 25x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
