@@ -58,7 +58,7 @@ def fmt(v: float | None) -> str:
 
 print(f"  facet distance {fmt(res.facet_distance)}   restart distance {fmt(res.restart_distance)}")
 if a.out:
-    rows = [F.grid([F.to_rgb(s) for s in res.starts], ncols=a.k, labels=[f"start ({n} photos)" for n in res.sizes]),
+    rows = [F.grid([F.to_rgb(s) for s in res.starts], ncols=a.k, labels=[f"start: {min(n, a.nearest)} of {n} photos" for n in res.sizes]),
             F.grid([F.to_rgb(im) for im in res.result.images.cpu()], ncols=a.k,
                    labels=[f"{model.label(c)[:18]}: p={v:.2f}" for c, v in zip(res.targets, probs)])]
     rows += [F.grid([F.to_rgb(im) for im in r.images.cpu()], ncols=a.k,

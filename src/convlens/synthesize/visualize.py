@@ -235,7 +235,7 @@ class MultifacetedResult:
     Attributes:
         result: the loop's result; ``result.images`` ``(k, 3, H, W)`` are the facets, ordered by cluster size.
         starts: the images the facets started from ``(k, 3, H, W)``: each the mean of the ``nearest`` members
-            closest to its cluster's centre.
+            closest to its cluster's centre, with the contrast of one member.
         assignments: cluster of each input image ``(M,)`` (same order as the images given).
         targets: the class each facet maximises (all ``target``, or each facet's own class for ``target=None``).
         sizes: images per facet.
@@ -268,6 +268,16 @@ def _codes(model: Model, x: torch.Tensor, layer: str) -> torch.Tensor:
     return f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
 
+def _start_image(photos: torch.Tensor) -> torch.Tensor:
+    """The mean of ``photos`` ``(M, 3, H, W)`` with one photo's contrast: averaging M different photos shrinks the
+    spatial spread of the mean by up to sqrt(M) (a grey blur), so its deviations from its average colour are scaled
+    back to the photos' mean spatial standard deviation (one gain for all channels, so hues stay)."""
+    mean = photos.mean(0)
+    avg = mean.mean((1, 2), keepdim=True)
+    gain = photos.std((2, 3), correction=0).mean() / (mean - avg).pow(2).mean().sqrt().clamp_min(1e-6)
+    return (avg + (mean - avg) * gain).clamp(0, 1)
+
+
 def multifaceted(model: Model, target: int | str | None, images: Sequence[ImageLike] | torch.Tensor, *, k: int = 4,
                  layer: str | None = None, nearest: int = 15, restarts: int = 0, preset: str | Preset = "lucid",
                  size: int | tuple[int, int] | None = None, anchored: bool = True, seed: int = 0, progress: bool = False,
@@ -275,7 +285,8 @@ def multifaceted(model: Model, target: int | str | None, images: Sequence[ImageL
     """Multifaceted feature visualization (Nguyen, Yosinski & Clune 2016).
 
     The images are clustered (k-means) by their pooled features at ``layer`` (default: the penultimate layer);
-    the mean of the ``nearest`` images closest to each cluster's centre (the paper's 15) starts one
+    the mean of the ``nearest`` images closest to each cluster's centre (the paper's 15), its contrast scaled
+    back to that of one photo (a plain mean of different photos is a grey blur), starts one
     visualization of class ``target``, so the facets (e.g. a whole animal, a head close-up, a group) come out
     separately. ``images`` are files / PIL images or a pixel batch -- photos of the class, or of a wider concept
     (all dog breeds). With ``target=None`` each facet targets its own class: the one the model gives the start's
@@ -298,7 +309,7 @@ def multifaceted(model: Model, target: int | str | None, images: Sequence[ImageL
     for j in order:
         idx = (assign == j).nonzero().flatten()
         near = idx[(f[idx] - centres[j]).norm(dim=1).argsort()[:max(1, nearest)]].to(x.device)
-        starts.append(x[near].mean(0))
+        starts.append(_start_image(x[near]))
         if target is None:
             with torch.no_grad():
                 targets.append(int(model(x[near]).float().softmax(-1).mean(0).argmax()))
