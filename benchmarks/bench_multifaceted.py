@@ -2,7 +2,8 @@
 restarts of one facet with other seeds? (issue 13)
 
 Members: every dog photo of the shared ImageNet sample (classes 151-268, about 95 breeds, one photo each), the
-concept; the target is one breed (default: the class the model gives most of those photos). Prints the cluster
+concept; each facet's target is its own breed (the class the model gives its start's photos most), or with
+--class one breed for all (--class most: the breed the model gives most of the photos). Prints the cluster
 sizes, the mean cosine distance between the facets' penultimate features and between each facet and its restart,
 and the model's p(target) per facet. Usage:
     python benchmarks/bench_multifaceted.py [--preset yosinski] [--size 160] [--steps N] [--k 3] [--out facets.png]
@@ -23,7 +24,8 @@ from convlens.synthesize.visualize import judge_probs, multifaceted
 
 p = argparse.ArgumentParser()
 p.add_argument("--preset", default="yosinski")
-p.add_argument("--class", dest="cls", default=None)
+p.add_argument("--class", dest="cls", default=None,
+               help="one target for every facet ('most': the breed the model gives most photos)")
 p.add_argument("--size", type=int, default=160)
 p.add_argument("--steps", type=int, default=None)
 p.add_argument("--k", type=int, default=3)
@@ -36,19 +38,17 @@ torch.set_num_threads(1)
 model = convlens.load_model("efficientnet_lite0")
 with open(SAMPLE / "LABELS.csv") as fh:
     dogs = [SAMPLE / r["file"] for r in csv.DictReader(fh) if 151 <= int(r["class_index"]) <= 268]
-if a.cls is None:
+target: int | str | None = a.cls
+if a.cls == "most":
     with torch.no_grad():
         answers = model(model.load(dogs)).argmax(-1).tolist()
-    target: int | str = max(set(answers), key=answers.count)
-else:
-    target = a.cls
+    target = max(set(answers), key=answers.count)
 t = time.perf_counter()
 res = multifaceted(model, target, dogs, k=a.k, nearest=a.nearest, restarts=a.restarts, preset=a.preset,
-                   anchored=not a.free,
-                   size=a.size, steps=a.steps, seed=0)
-cls = model.class_index(target)
-probs = judge_probs(model, res.result.images, [cls] * a.k)
-print(f"{len(dogs)} dog photos -> '{model.label(cls)}', preset {a.preset}, {a.size} px, k={a.k}, "
+                   anchored=not a.free, size=a.size, steps=a.steps, seed=0)
+probs = judge_probs(model, res.result.images, res.targets)
+names = ", ".join(model.label(c) for c in res.targets)
+print(f"{len(dogs)} dog photos -> {names}, preset {a.preset}, {a.size} px, k={a.k}, "
       f"nearest={a.nearest}, {time.perf_counter() - t:.0f} s")
 print(f"  cluster sizes {res.sizes}   p(target) per facet {' '.join(f'{v:.3f}' for v in probs)}")
 
@@ -58,9 +58,9 @@ def fmt(v: float | None) -> str:
 
 print(f"  facet distance {fmt(res.facet_distance)}   restart distance {fmt(res.restart_distance)}")
 if a.out:
-    rows = [F.grid([F.to_rgb(s) for s in res.starts], ncols=a.k, labels=[f"start ({n} photos)" for n in res.sizes]),
+    rows = [F.grid([F.to_rgb(s) for s in res.starts], ncols=a.k, labels=[f"start: {min(n, a.nearest)} of {n} photos" for n in res.sizes]),
             F.grid([F.to_rgb(im) for im in res.result.images.cpu()], ncols=a.k,
-                   labels=[f"facet {j}: p={v:.2f}" for j, v in enumerate(probs)])]
+                   labels=[f"{model.label(c)[:18]}: p={v:.2f}" for c, v in zip(res.targets, probs)])]
     rows += [F.grid([F.to_rgb(im) for im in r.images.cpu()], ncols=a.k,
                     labels=[f"facet {j}, seed {i + 1}" for j in range(a.k)]) for i, r in enumerate(res.restarts)]
     F.stack(rows).save(a.out)

@@ -35,6 +35,26 @@ def test_facets_differ_more_than_restarts(tiny) -> None:
     assert out.facet_distance > 3 * out.restart_distance
 
 
+def test_facets_of_a_concept_target_their_own_class() -> None:
+    # a net whose logits are the mean of each colour channel: photos of red, green and blue things form three
+    # clusters, and with target=None each facet maximises its own cluster's class (red 0, green 1, blue 2)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(3, 3))
+    with torch.no_grad():
+        for layer in (net[0], net[3]):
+            layer.weight.copy_(torch.eye(3).view_as(layer.weight))
+            layer.bias.zero_()
+    model = convlens.Model.wrap(net, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), size=16, labels=["r", "g", "b"])
+    gen = torch.Generator().manual_seed(0)
+    x = 0.2 * torch.rand(12, 3, 16, 16, generator=gen)
+    for c in range(3):
+        x[4 * c:4 * c + 4, c] += 0.7
+    out = multifaceted(model, None, x, k=3, layer="0", nearest=3, preset="yosinski", steps=2)
+    assert sorted(out.targets) == [0, 1, 2]
+    assert all(out.targets[int(out.assignments[4 * c])] == c for c in range(3))
+    assert multifaceted(model, "g", x, k=3, layer="0", preset="yosinski", steps=2).targets == [1, 1, 1]
+
+
 def test_decay_and_clipping_pull_towards_an_image() -> None:
     from convlens.core.transforms import ClipNorm, Decay
 

@@ -82,7 +82,12 @@ def test_multifaceted_one_facet_per_cluster(tiny) -> None:
     out = multifaceted(tiny, 2, torch.cat([dark, bright]), k=2, layer="conv4", steps=3, preset="simonyan")
     assert out.sizes == [5, 4] and out.assignments.tolist() == [0] * 5 + [1] * 4
     assert out.result.images.shape == (2, 3, 32, 32)
-    assert torch.allclose(out.starts[0], dark.mean(0), atol=1e-6)
+    mean = dark.mean(0)  # the start: the mean with one photo's contrast (its spread scaled to the photos' std)
+    avg = mean.mean((1, 2), keepdim=True)
+    gain = dark.std((2, 3), correction=0).mean() / (mean - avg).pow(2).mean().sqrt()
+    assert gain > 2 and torch.allclose(out.starts[0], (avg + gain * (mean - avg)).clamp(0, 1), atol=1e-6)
+    one = multifaceted(tiny, 2, torch.cat([dark, bright]), k=2, layer="conv4", nearest=1, steps=1, preset="simonyan")
+    assert float((one.starts[1] - bright).abs().flatten(1).amax(1).min()) < 1e-5  # one photo starts as itself
 
 
 def test_dream_grows_the_layer_and_keeps_the_photo(tiny) -> None:

@@ -151,7 +151,8 @@ def visualize_unit_cmd(run: Run, layer: str, channel: int | None, channels: str 
 
 @main.command("multifaceted")
 @model_options("multifaceted", model_arg=True)
-@click.option("--class", "cls", required=True, help="Class name or index.")
+@click.option("--class", "cls", default=None,
+              help="Class name or index for every facet [default: each facet the class the model gives its photos most].")
 @click.option("--images", "folder", required=True, help="Folder (or file) of the class's photos.")
 @click.option("--k", type=COUNT, default=4, show_default=True, help="Number of facets (k-means clusters).")
 @click.option("--layer", default=None, help="Layer whose pooled features are clustered [default: penultimate].")
@@ -160,12 +161,12 @@ def visualize_unit_cmd(run: Run, layer: str, channel: int | None, channels: str 
 @click.option("--restarts", type=NATURAL, default=0, show_default=True,
               help="Extra seeds per facet, to measure how far restarts of one facet lie apart.")
 @_with_common
-def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None, nearest: int, restarts: int,
+def multifaceted_cmd(run: Run, cls: str | None, folder: str, k: int, layer: str | None, nearest: int, restarts: int,
                      preset_name: str, param: str | None, steps: int | None, lr: float | None,
                      judge: tuple[str, ...], snapshots: int) -> None:
     """Multifaceted visualization (Nguyen 2016): cluster a class's photos, one visualization per cluster."""
     model = run.model
-    c = model.class_index(cls)
+    c = None if cls is None else model.class_index(cls)
     files = list_images(folder)
     if len(files) < k:
         raise UserError(f"--k {k} needs at least {k} images; {folder} has {len(files)}")
@@ -173,18 +174,18 @@ def multifaceted_cmd(run: Run, cls: str, folder: str, k: int, layer: str | None,
     p = preset(preset_name, param=param, steps=steps, lr=lr)
     out = multifaceted(model, c, files, k=k, layer=layer, nearest=nearest, restarts=restarts, preset=p,
                        seed=run.seed, progress=True)
-    names = [f"facet_{j}_{_slug(model.label(c))}" for j in range(k)]
+    names = [f"facet_{j}_{_slug(model.label(t))}" for j, t in enumerate(out.targets)]
     members = [[files[i].name for i in range(len(files)) if int(out.assignments[i]) == j] for j in range(k)]
-    rows = _save_images(run, out.result.images, names, [c] * k, judges, out.result.values,
+    rows = _save_images(run, out.result.images, names, out.targets, judges, out.result.values,
                         [{"facet": j, "size": out.sizes[j], "members": members[j]} for j in range(k)])
     save(side_by_side([grid([to_pil(s) for s in out.starts], ncols=k, labels=[f"start ({n} photos)" for n in out.sizes]),
                        grid([to_pil(im) for im in out.result.images], ncols=k,
-                            labels=[f"facet {j}" for j in range(k)])],
-                      title_text=f"{model.label(c)}: cluster means and facets"), run.out / "facets.png")
+                            labels=[f"facet {j}: {model.label(t)}" for j, t in enumerate(out.targets)])],
+                      title_text="cluster starts and facets"), run.out / "facets.png")
     if out.facet_distance is not None:
         click.echo(f"facet distance {out.facet_distance:.3f}" + (
             "" if out.restart_distance is None else f", restart distance {out.restart_distance:.3f}"))
-    run.save({"images": rows, "class_index": c, "layer": out.layer, "preset": preset_name, "settings": vars_of(p),
+    run.save({"images": rows, "class_index": c, "targets": out.targets, "layer": out.layer, "preset": preset_name, "settings": vars_of(p),
               "objective": out.result.objective, "optimize_seconds": out.result.seconds, "judges": list(judge),
               "nearest": nearest, "facet_distance": out.facet_distance, "restart_distance": out.restart_distance})
 

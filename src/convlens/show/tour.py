@@ -689,14 +689,15 @@ def _sec_multifaceted(ctx: TourContext, out: SectionOutput) -> None:
     res = multifaceted(ctx.model, cls, members, k=k, preset="yosinski", size=ctx.q(128, 192), steps=ctx.q(80, 200),
                        restarts=1, seed=ctx.seed)
     probs = ctx.probs_of_png(res.result.images)
-    img = F.side_by_side([F.grid([F.to_rgb(s) for s in res.starts], ncols=k, labels=[f"mean of {n}" for n in res.sizes]),
+    starts = [f"start: {min(n, 15)} of {n}" for n in res.sizes]
+    img = F.side_by_side([F.grid([F.to_rgb(s) for s in res.starts], ncols=k, labels=starts),
                           F.grid([F.to_rgb(im) for im in res.result.images], ncols=k,
                                  labels=[f"facet {j}: p={probs[j, cls]:.2f}" for j in range(k)])])
     ctx.figure(out, "facets", img, photo=True,
                caption=f"'{ctx.model.label(cls)}', the class the model gives most of the {len(ctx.dataset_files())} "
-               f"images ({len(members)} of them): clustered into {k} groups, each group's mean image starts one "
-               "visualization, which decay and clipping keep near that start (Nguyen et al. 2016; Yosinski's "
-               "regularisers). The facets differ by more than the loop's randomness when their feature distance is "
+               f"images ({len(members)} of them): clustered into {k} groups; the mean of the (up to 15) images nearest "
+               "each group's centre, at one photo's contrast, starts one visualization, which decay and clipping keep "
+               "near that start (Nguyen et al. 2016; Yosinski's regularisers). The facets differ by more than the loop's randomness when their feature distance is "
                "above that of a restart with another seed. " + ctx.dataset_note())
     out.params.update({"class": ctx.model.label(cls), "images of the class": len(members), "facets": k,
                        "layer": res.layer, "preset": "yosinski", "restarts per facet": 1})

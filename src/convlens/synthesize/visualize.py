@@ -235,8 +235,9 @@ class MultifacetedResult:
     Attributes:
         result: the loop's result; ``result.images`` ``(k, 3, H, W)`` are the facets, ordered by cluster size.
         starts: the images the facets started from ``(k, 3, H, W)``: each the mean of the ``nearest`` members
-            closest to its cluster's centre.
+            closest to its cluster's centre, with the contrast of one member.
         assignments: cluster of each input image ``(M,)`` (same order as the images given).
+        targets: the class each facet maximises (all ``target``, or each facet's own class for ``target=None``).
         sizes: images per facet.
         layer: the layer whose features were clustered.
         facet_distance: mean cosine distance ``1 - cos`` between the facets' pooled features at ``layer``
@@ -249,6 +250,7 @@ class MultifacetedResult:
     result: OptimizeResult
     starts: torch.Tensor
     assignments: torch.Tensor
+    targets: list[int] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     layer: str = ""
     facet_distance: float | None = None
@@ -266,21 +268,33 @@ def _codes(model: Model, x: torch.Tensor, layer: str) -> torch.Tensor:
     return f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
 
-def multifaceted(model: Model, target: int | str, images: Sequence[ImageLike] | torch.Tensor, *, k: int = 4,
+def _start_image(photos: torch.Tensor) -> torch.Tensor:
+    """The mean of ``photos`` ``(M, 3, H, W)`` with one photo's contrast: averaging M different photos shrinks the
+    spatial spread of the mean by up to sqrt(M) (a grey blur), so its deviations from its average colour are scaled
+    back to the photos' mean spatial standard deviation (one gain for all channels, so hues stay)."""
+    mean = photos.mean(0)
+    avg = mean.mean((1, 2), keepdim=True)
+    gain = photos.std((2, 3), correction=0).mean() / (mean - avg).pow(2).mean().sqrt().clamp_min(1e-6)
+    return (avg + (mean - avg) * gain).clamp(0, 1)
+
+
+def multifaceted(model: Model, target: int | str | None, images: Sequence[ImageLike] | torch.Tensor, *, k: int = 4,
                  layer: str | None = None, nearest: int = 15, restarts: int = 0, preset: str | Preset = "lucid",
                  size: int | tuple[int, int] | None = None, anchored: bool = True, seed: int = 0, progress: bool = False,
                  **overrides: object) -> MultifacetedResult:
     """Multifaceted feature visualization (Nguyen, Yosinski & Clune 2016).
 
     The images are clustered (k-means) by their pooled features at ``layer`` (default: the penultimate layer);
-    the mean of the ``nearest`` images closest to each cluster's centre (the paper's 15) starts one
+    the mean of the ``nearest`` images closest to each cluster's centre (the paper's 15), its contrast scaled
+    back to that of one photo (a plain mean of different photos is a grey blur), starts one
     visualization of class ``target``, so the facets (e.g. a whole animal, a head close-up, a group) come out
     separately. ``images`` are files / PIL images or a pixel batch -- photos of the class, or of a wider concept
-    (all dog breeds for one breed). ``restarts`` extra seeds per facet measure how much of the difference
+    (all dog breeds). With ``target=None`` each facet targets its own class: the one the model gives the start's
+    photos most (largest mean softmax probability over them) -- for a concept that spans classes, what the
+    paper's one class is for photos of one class. ``restarts`` extra seeds per facet measure how much of the difference
     between facets is only the randomness of the loop (``restart_distance``). ``size`` resizes the starts
     (default: the model's input); ``preset`` and ``overrides`` set the loop as in :func:`visualize`.
     """
-    cls = model.class_index(target)
     if isinstance(images, torch.Tensor):
         x = images.to(model.device)
     else:
@@ -291,16 +305,21 @@ def multifaceted(model: Model, target: int | str, images: Sequence[ImageLike] | 
     f = _codes(model, x, layer)
     assign, centres = kmeans(f, k, seed=seed)
     order = sorted(range(k), key=lambda j: -int((assign == j).sum()))
-    starts = []
+    starts, targets = [], []
     for j in order:
         idx = (assign == j).nonzero().flatten()
-        near = idx[(f[idx] - centres[j]).norm(dim=1).argsort()[:max(1, nearest)]]
-        starts.append(x[near.to(x.device)].mean(0))
+        near = idx[(f[idx] - centres[j]).norm(dim=1).argsort()[:max(1, nearest)]].to(x.device)
+        starts.append(_start_image(x[near]))
+        if target is None:
+            with torch.no_grad():
+                targets.append(int(model(x[near]).float().softmax(-1).mean(0).argmax()))
+        else:
+            targets.append(model.class_index(target))
     start = torch.stack(starts).cpu()
     if size is not None:
         hw = (size, size) if isinstance(size, int) else size
         start = torch.nn.functional.interpolate(start, size=hw, mode="bilinear", align_corners=False, antialias=True)
-    runs = [visualize(model, class_logit([cls] * k), preset=preset, batch=k, init=start.clamp(0.02, 0.98),
+    runs = [visualize(model, class_logit(targets), preset=preset, batch=k, init=start.clamp(0.02, 0.98),
                       anchored=anchored, seed=seed + r, progress=progress, **overrides)  # type: ignore[arg-type]
             for r in range(restarts + 1)]
     codes = [_codes(model, run.images, layer) for run in runs]
@@ -310,5 +329,5 @@ def multifaceted(model: Model, target: int | str, images: Sequence[ImageLike] | 
     remap = torch.empty(k, dtype=torch.long)
     for new, old in enumerate(order):
         remap[old] = new
-    return MultifacetedResult(runs[0], start, remap[assign], [int((assign == j).sum()) for j in order], layer,
-                              facet_d, restart_d, runs[1:])
+    return MultifacetedResult(runs[0], start, remap[assign], targets, [int((assign == j).sum()) for j in order],
+                              layer, facet_d, restart_d, runs[1:])
