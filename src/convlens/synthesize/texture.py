@@ -45,6 +45,7 @@ __all__ = [
     "regularity",
     "regularity_score",
     "style_layers",
+    "spectrum_noise",
     "sweep_sets",
     "synthesize_texture",
     "total_variation",
@@ -270,9 +271,21 @@ def noise_image(like: torch.Tensor, size: tuple[int, int], gen: torch.Generator,
     return (like.mean((2, 3), keepdim=True).cpu() + amount * up).clamp(0, 1)
 
 
+def spectrum_noise(sample: torch.Tensor, size: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+    """Random-phase start ``(1, 3, H, W)``: the sample's mean colour plus grey noise with the sample's Fourier
+    amplitude (the start of Portilla & Simoncelli 2000 and Galerne et al. 2011), so its periods are there from
+    the first step. The amplitude is resampled in cycles per pixel, so any ``size`` works."""
+    h, w = size
+    white = torch.fft.fft2(torch.randn(1, h, w, generator=gen, dtype=torch.float64))
+    amp = SpectrumMatch(sample.cpu()).target(h, w).double()
+    g = torch.fft.ifft2(white / white.abs().clamp_min(1e-12) * amp).real.float()
+    return (sample.mean((2, 3), keepdim=True).cpu() + g[:, None]).clamp(0, 1)
+
+
 def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None,
                        layers: Sequence[str] | None = None, steps: int = 300, tv_weight: float = 0.05,
                        seed: int = 0, sample_size: int | None = 256, spectrum_weight: float = 1.0,
+                       octaves: int = 1, init: str = "smooth", layer_weights: Sequence[float] | None = None,
                        callback=None) -> TextureResult:
     """Synthesise a texture from noise whose Gram statistics match ``sample`` (Gatys, Ecker & Bethge 2015).
 
@@ -289,12 +302,20 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         sample_size: resize the sample's longer side to this before measuring it (``None`` keeps it).
         spectrum_weight: weight of :class:`SpectrumMatch`, the sample's Fourier amplitude (Liu, Gousseau & Xia
             2016), which keeps the periods of regular textures (brick rows, mortar lines); 0 = Gram matrices only.
+        octaves: coarse-to-fine levels at 1/2^k of the size, sample and output alike; each starts from the
+            previous result upsampled (large structures first).
+        init: ``"smooth"`` (low-frequency noise) or ``"spectrum"`` (:func:`spectrum_noise`).
+        layer_weights: per-layer Gram weights (default equal).
         callback: ``callback(step, loss)`` after every step.
 
     Returns:
         :class:`TextureResult`; ``style_loss`` is the scale-free Gram distance (0 = identical statistics).
     """
     started = time.perf_counter()
+    if init not in ("smooth", "spectrum"):
+        raise UserError(f"init must be 'smooth' or 'spectrum', got {init!r}")
+    if octaves < 1 or steps < 1:
+        raise UserError("steps and octaves must be at least 1")
     sample = sample.to(model.device).float()
     if sample_size:
         sample = _resize_long(sample, sample_size)
@@ -302,20 +323,36 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
     for name in layers:
         model.layers[name]
     h, w = size or tuple(sample.shape[-2:])
-    targets = GramTargets.from_images(model, [sample], layers)
-    objective: Objective = targets.objective()
-    if spectrum_weight:
-        objective = objective + spectrum_weight * SpectrumMatch(sample)
     gen = torch.Generator().manual_seed(seed)
-    param = PixelImage(noise_image(sample, (h, w), gen, cell=4, grey=True))
-    res = optimize(model, objective, param, regularizers=[tv_weight * tv_objective(beta=1.0)],
-                   steps=steps, optimizer="lbfgs", maximize=False, seed=seed,
-                   callback=None if callback is None else (lambda i, img, loss: callback(i, loss)))
-    x = res.images[:1]
+    shares = [2.0 ** -(octaves - 1 - i) for i in range(octaves)]
+    x: torch.Tensor | None = None
+    history: list[float] = []
+    done = 0
+    for level in range(octaves):
+        f = 2 ** (octaves - 1 - level)
+        hl, wl = max(16, round(h / f)), max(16, round(w / f))
+        s_l = _resize_long(sample, max(16, round(max(sample.shape[-2:]) / f)))
+        targets = GramTargets.from_images(model, [s_l], layers, layer_weights=layer_weights)
+        objective: Objective = targets.objective()
+        if spectrum_weight:
+            objective = objective + spectrum_weight * SpectrumMatch(s_l)
+        if x is None:
+            x = spectrum_noise(s_l, (hl, wl), gen) if init == "spectrum" else \
+                noise_image(s_l, (hl, wl), gen, cell=4, grey=True)
+        else:
+            x = F.interpolate(x, size=(hl, wl), mode="bicubic", align_corners=False).clamp(0, 1)
+        res = optimize(model, objective, PixelImage(x), regularizers=[tv_weight * tv_objective(beta=1.0)],
+                       steps=max(1, round(steps * shares[level] / sum(shares))), optimizer="lbfgs",
+                       maximize=False, seed=seed,
+                       callback=None if callback is None else (lambda i, img, loss, d=done: callback(d + i, loss)))
+        history += res.losses
+        done += res.steps
+        x = res.images[:1]
+    assert x is not None
     with torch.no_grad():
         s = float(targets.loss(features(model, x, layers)).sum())
         tv = float(total_variation(x).sum())
-    return TextureResult(x.cpu(), layers, s, tv, res.steps, time.perf_counter() - started, res.losses)
+    return TextureResult(x.cpu(), layers, s, tv, done, time.perf_counter() - started, history)
 
 
 def layer_sweep(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None, steps: int = 200,
