@@ -183,28 +183,14 @@ def test_spectrum_constraint_keeps_the_period(tiny: convlens.Model) -> None:
     sample = (0.5 + 0.4 * torch.cos(2 * math.pi * xs / 8))[None, None, None, :].expand(1, 3, 32, 32).contiguous()
     kept = synthesize_texture(tiny, sample, size=(48, 48), steps=20, sample_size=None, spectrum_weight=1.0)
     plain = synthesize_texture(tiny, sample, size=(48, 48), steps=20, sample_size=None, spectrum_weight=0.0)
+    assert torch.isfinite(plain.image).all()  # its L-BFGS diverges at full size: the loop keeps the last finite image
     assert regularity_score(sample, kept.image) > regularity_score(sample, plain.image) + 0.1
-
-
-def test_spectrum_noise_has_the_sample_amplitude_and_mean_colour() -> None:
-    from convlens.synthesize.texture import spectrum_noise
-
-    gen = torch.Generator().manual_seed(0)
-    sample = 0.5 + 0.05 * torch.rand(1, 3, 20, 24, generator=gen)  # low contrast: nothing is clamped
-    x = spectrum_noise(sample, (20, 24), gen)
-    amp = lambda im: torch.fft.fft2(im.mean(1) - im.mean((1, 2, 3), keepdim=True)[:, 0]).abs()  # noqa: E731
-    assert torch.allclose(amp(x), amp(sample), atol=1e-4)
-    assert torch.allclose(x.mean((2, 3)), sample.mean((2, 3)), atol=1e-5)
-    diff = x[:, 0] - x[:, 1]  # grey noise on the mean colour: no false colours
-    assert torch.allclose(diff, diff.mean().expand_as(diff), atol=1e-6)
 
 
 def test_coarse_to_fine_texture_runs_all_steps_at_the_output_size(tiny: convlens.Model) -> None:
     sample = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    res = synthesize_texture(tiny, sample, size=(40, 48), steps=9, sample_size=None, octaves=2, init="spectrum")
+    res = synthesize_texture(tiny, sample, size=(40, 48), steps=9, sample_size=None, octaves=2)
     assert res.image.shape == (1, 3, 40, 48) and res.steps == 9  # 3 at half size, 6 at full size
-    with pytest.raises(convlens.UserError, match="init"):
-        synthesize_texture(tiny, sample, steps=1, init="photo")
     with pytest.raises(convlens.UserError, match="octaves"):
         synthesize_texture(tiny, sample, steps=1, octaves=0)
 
