@@ -4,7 +4,8 @@ Synthesises the brick (scikit-image's ``data.brick()``, the tour's texture sampl
 the source's dominant period (strongest peak of the grey 2-D power spectrum), the synthesis's, and the regularity
 score: the share of the synthesis's power at the source's dominant frequency relative to the source's own share
 (1 = as regular as the source, ~0 = noise). ``--spectrum 0 --octaves 1`` is the plain Gram synthesis (Gatys et
-al. 2015); ``--figure PATH`` runs it too and saves sample | Gram only | the chosen setting, with the scores.
+al. 2015); ``--figure PATH`` runs it too and saves sample | Gram only | the chosen setting, with the scores
+(the syntheses cropped to the sample's size, so bricks are shown at the same scale).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_texture_regularity.py [--side 128] [--steps 60] [--spectrum 0]
         [--octaves 1] [--figure docs/img/style/texture_brick_before_after.jpg]
@@ -62,10 +63,11 @@ def main() -> None:
         plain = run(spectrum_weight=0.0, octaves=1)
         plain_score = regularity_score(measured, plain.image)
         print(f"Gram only: regularity score {plain_score:.3f}   style loss {plain.style_loss:.4f}")
-        label = ", ".join(f"{k} {v}" for k, v in kw.items()) or "default"
+        label = ", ".join(f"{k} {v}" for k, v in kw.items()) or "default: coarse to fine + spectrum"
+        crop = (slice(None), slice(0, measured.shape[-2]), slice(0, measured.shape[-1]))  # at the sample's scale
         fig = side_by_side([(measured[0], f"sample ({args.side} px)"),
-                            (plain.image[0], f"Gram only, score {plain_score:.2f}"),
-                            (res.image[0], f"{label}, score {score:.2f}")], height=256)
+                            (plain.image[0][crop], f"Gram only: score {plain_score:.2f}"),
+                            (res.image[0][crop], f"{label}: score {score:.2f}")], height=256)
         fig.save(args.figure, quality=85)
 
 
