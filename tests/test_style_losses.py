@@ -183,7 +183,16 @@ def test_spectrum_constraint_keeps_the_period(tiny: convlens.Model) -> None:
     sample = (0.5 + 0.4 * torch.cos(2 * math.pi * xs / 8))[None, None, None, :].expand(1, 3, 32, 32).contiguous()
     kept = synthesize_texture(tiny, sample, size=(48, 48), steps=20, sample_size=None, spectrum_weight=1.0)
     plain = synthesize_texture(tiny, sample, size=(48, 48), steps=20, sample_size=None, spectrum_weight=0.0)
+    assert torch.isfinite(plain.image).all()  # its L-BFGS diverges at full size: the loop keeps the last finite image
     assert regularity_score(sample, kept.image) > regularity_score(sample, plain.image) + 0.1
+
+
+def test_coarse_to_fine_texture_runs_all_steps_at_the_output_size(tiny: convlens.Model) -> None:
+    sample = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    res = synthesize_texture(tiny, sample, size=(40, 48), steps=9, sample_size=None, octaves=2)
+    assert res.image.shape == (1, 3, 40, 48) and res.steps == 9  # 3 at half size, 6 at full size
+    with pytest.raises(convlens.UserError, match="octaves"):
+        synthesize_texture(tiny, sample, steps=1, octaves=0)
 
 
 @pytest.mark.parametrize("knob", [{"style_scale": 2.0}, {"dream_weight": 0.1}])

@@ -76,8 +76,10 @@ def _progress(total: int, desc: str):
 @click.option("--tv-weight", type=NONNEGATIVE, default=0.05, show_default=True, help="Total-variation weight.")
 @click.option("--spectrum-weight", type=NONNEGATIVE, default=1.0, show_default=True,
               help="Weight of the sample's Fourier amplitude (keeps regular periods; 0 = Gram matrices only).")
+@click.option("--octaves", type=COUNT, default=2, show_default=True,
+              help="Coarse-to-fine levels (half size first: large structures such as brick faces).")
 def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_sweep: bool, steps: int,
-                sample_size: int, tv_weight: float, spectrum_weight: float) -> None:
+                sample_size: int, tv_weight: float, spectrum_weight: float, octaves: int) -> None:
     """Synthesise a texture of any size from noise whose Gram matrices match SAMPLE (Gatys et al. 2015)."""
     from ..show.figures import save
     from ..show.style import texture_figure, texture_sweep_figure
@@ -98,7 +100,7 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     bar, cb = _progress(steps, "texture")
     try:
         res = synthesize_texture(model, img, size=hw, layers=names, steps=steps, tv_weight=tv_weight, seed=run.seed,
-                                 sample_size=sample_size, spectrum_weight=spectrum_weight, callback=cb)
+                                 sample_size=sample_size, spectrum_weight=spectrum_weight, octaves=octaves, callback=cb)
     finally:
         bar.close()
     save_image(to_pil(res.image), run.out / "texture.png")
@@ -106,7 +108,7 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     save(texture_figure(measured, res, side=side, title_text=f"Gram-matrix texture synthesis ({model.name})"),
          run.out / "texture_figure.png")
     src, syn = regularity(measured), regularity(res.image)
-    data: dict[str, Any] = {**res.to_dict(), "spectrum_weight": spectrum_weight,
+    data: dict[str, Any] = {**res.to_dict(), "spectrum_weight": spectrum_weight, "octaves": octaves,
                             "regularity": {"sample": src.to_dict(), "synthesis": syn.to_dict(),
                                            "score": round(regularity_score(measured, res.image), 4)},
                             "files": ["texture.png", "texture_figure.png"]}

@@ -286,7 +286,15 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
                         evals.append(float(loss.detach()))
                         return loss
 
+                    good = [p.detach().clone() for p in params] if optimizer == "lbfgs" else []
                     opt.step(closure)  # type: ignore[arg-type]
+                    if good and not all(bool(torch.isfinite(p).all()) for p in params):
+                        # L-BFGS diverged (a line search that ran off to inf, then NaN, seen on tiny networks):
+                        # keep the last finite image and end this scale there
+                        with torch.no_grad():
+                            for p, g in zip(params, good):
+                                p.copy_(g)
+                        break
                     loss_value = evals[-1]
                     if post:
                         pix: torch.Tensor = param.pixels  # type: ignore[union-attr,assignment]

@@ -747,7 +747,8 @@ def _sec_texture(ctx: TourContext, out: SectionOutput) -> None:
     src, syn = regularity(measured), regularity(res.image)
     ctx.figure(out, "brick", texture_figure(sample, res, side=side), photo=True,
                caption="A texture twice the sample's size, grown from noise by matching Gram matrices and the "
-               "sample's Fourier amplitude (Liu et al. 2016), which keeps the rows and mortar lines.")
+               "sample's Fourier amplitude (Liu et al. 2016), which keeps the rows and mortar lines; coarse to "
+               "fine (half size first), so brick faces form before the mortar is sharpened.")
     small = ctx.q(96, 160)
     sweep = layer_sweep(ctx.model, sample, size=(small, small), steps=ctx.q(30, 150), seed=ctx.seed,
                         sample_size=small)

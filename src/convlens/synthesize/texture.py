@@ -273,7 +273,7 @@ def noise_image(like: torch.Tensor, size: tuple[int, int], gen: torch.Generator,
 def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None,
                        layers: Sequence[str] | None = None, steps: int = 300, tv_weight: float = 0.05,
                        seed: int = 0, sample_size: int | None = 256, spectrum_weight: float = 1.0,
-                       callback=None) -> TextureResult:
+                       octaves: int = 2, callback=None) -> TextureResult:
     """Synthesise a texture from noise whose Gram statistics match ``sample`` (Gatys, Ecker & Bethge 2015).
 
     Runs the core loop (:func:`convlens.core.optimize`) with L-BFGS on raw pixels; the objective is the Gram
@@ -284,17 +284,23 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         sample: pixel image ``(1, 3, h, w)`` in [0, 1].
         size: output ``(H, W)``; any size, larger than the sample included (default: the sample's).
         layers: layers whose Grams are matched (default: :func:`style_layers` before the activations).
-        steps: L-BFGS steps.
+        steps: L-BFGS steps in all (split over the levels).
         tv_weight: a small total-variation weight against the checkerboard of stride-2 padding.
         sample_size: resize the sample's longer side to this before measuring it (``None`` keeps it).
         spectrum_weight: weight of :class:`SpectrumMatch`, the sample's Fourier amplitude (Liu, Gousseau & Xia
             2016), which keeps the periods of regular textures (brick rows, mortar lines); 0 = Gram matrices only.
+        octaves: coarse-to-fine levels at 1/2^k of the size, sample and output alike; each starts from the
+            previous result upsampled, and the finest gets the most steps (2 levels: a third, then two thirds).
+            Large structures first: at half size the deep layers see whole bricks, so the faces and their rows
+            form there, and the full-size level sharpens the mortar lines (1 level alone leaves vertical streaks).
         callback: ``callback(step, loss)`` after every step.
 
     Returns:
         :class:`TextureResult`; ``style_loss`` is the scale-free Gram distance (0 = identical statistics).
     """
     started = time.perf_counter()
+    if octaves < 1 or steps < 1:
+        raise UserError("steps and octaves must be at least 1")
     sample = sample.to(model.device).float()
     if sample_size:
         sample = _resize_long(sample, sample_size)
@@ -302,33 +308,53 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
     for name in layers:
         model.layers[name]
     h, w = size or tuple(sample.shape[-2:])
-    targets = GramTargets.from_images(model, [sample], layers)
-    objective: Objective = targets.objective()
-    if spectrum_weight:
-        objective = objective + spectrum_weight * SpectrumMatch(sample)
     gen = torch.Generator().manual_seed(seed)
-    param = PixelImage(noise_image(sample, (h, w), gen, cell=4, grey=True))
-    res = optimize(model, objective, param, regularizers=[tv_weight * tv_objective(beta=1.0)],
-                   steps=steps, optimizer="lbfgs", maximize=False, seed=seed,
-                   callback=None if callback is None else (lambda i, img, loss: callback(i, loss)))
-    x = res.images[:1]
+    shares = [2.0 ** -(octaves - 1 - i) for i in range(octaves)]
+    x: torch.Tensor | None = None
+    history: list[float] = []
+    done = 0
+    for level in range(octaves):
+        f = 2 ** (octaves - 1 - level)
+        hl, wl = max(16, round(h / f)), max(16, round(w / f))
+        s_l = _resize_long(sample, max(16, round(max(sample.shape[-2:]) / f)))
+        targets = GramTargets.from_images(model, [s_l], layers)
+        objective: Objective = targets.objective()
+        if spectrum_weight:
+            objective = objective + spectrum_weight * SpectrumMatch(s_l)
+        if x is None:
+            x = noise_image(s_l, (hl, wl), gen, cell=4, grey=True)
+        else:
+            x = F.interpolate(x, size=(hl, wl), mode="bicubic", align_corners=False).clamp(0, 1)
+
+        def cb(i: int, img: torch.Tensor, loss: float, done: int = done) -> None:
+            if callback is not None:
+                callback(done + i, loss)
+
+        res = optimize(model, objective, PixelImage(x), regularizers=[tv_weight * tv_objective(beta=1.0)],
+                       steps=max(1, round(steps * shares[level] / sum(shares))), optimizer="lbfgs",
+                       maximize=False, seed=seed, callback=cb)
+        history += res.losses
+        done += res.steps
+        x = res.images[:1]
+    assert x is not None
     with torch.no_grad():
         s = float(targets.loss(features(model, x, layers)).sum())
         tv = float(total_variation(x).sum())
-    return TextureResult(x.cpu(), layers, s, tv, res.steps, time.perf_counter() - started, res.losses)
+    return TextureResult(x.cpu(), layers, s, tv, done, time.perf_counter() - started, history)
 
 
 def layer_sweep(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None, steps: int = 200,
                 seed: int = 0, pre_activation: bool = True, layers: Sequence[str] | None = None,
-                spectrum_weight: float = 0.0, **kw) -> list[TextureResult]:
+                spectrum_weight: float = 0.0, octaves: int = 1, **kw) -> list[TextureResult]:
     """Textures from growing layer sets, shallow to deep (Gatys et al. 2015, Fig. 2): small structures from the
     first layers alone, larger and more object-like ones as deeper layers join. The sets are the prefixes of
-    ``layers`` (default: :func:`sweep_sets`). Gram matrices only by default (``spectrum_weight=0``): the sweep
-    shows what the layers capture, which the spectrum constraint would mask."""
+    ``layers`` (default: :func:`sweep_sets`). Gram matrices only and one scale by default (``spectrum_weight=0``,
+    ``octaves=1``): the sweep shows what the layers capture, which the spectrum constraint and the coarse level
+    would mask."""
     sets = [list(layers[: i + 1]) for i in range(len(layers))] if layers else sweep_sets(
         model, pre_activation=pre_activation)
     return [synthesize_texture(model, sample, size=size, layers=s, steps=steps, seed=seed,
-                               spectrum_weight=spectrum_weight, **kw) for s in sets]
+                               spectrum_weight=spectrum_weight, octaves=octaves, **kw) for s in sets]
 
 
 def _resize_long(x: torch.Tensor, side: int) -> torch.Tensor:
