@@ -5,7 +5,9 @@ Two ways over the same 64 shared photos, top-9 patches of one layer (EfficientNe
       ``torch.inference_mode`` in batches of 16, a forward hook on the layer, top-9 per channel;
   (b) convlens, cold: ``convlens top-patches`` in a fresh process with an empty cache (``CONVLENS_CACHE`` and
       ``--cache-dir`` in a new temporary folder), so nothing converted, compiled or timed before helps it;
-  (c) convlens, warm: the same command again with the cache (plan and compiled network) left by (b).
+  (c) convlens, warm: the same command again with the cache (plan and compiled network) left by (b);
+  (d) convlens, cold, ``--crop rf``: the same work as (a) plus the figure -- (b)'s default crops each patch to its
+      guided-backprop mass (Zeiler & Fergus-style crops), one extra backward pass per patch that (a) does not do.
 (a) runs in a subprocess too, so both pay the interpreter and torch import; each is timed end to end.
 
     python benchmarks/bench_small_scan.py [--n 64] [--repeats 3]
@@ -63,7 +65,7 @@ def main() -> None:
     listing.write_text("\n".join(str(f) for f in files))
     src = str(Path(__file__).resolve().parents[1] / "src")
     base = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    eager, cold, warm = [], [], []
+    eager, cold, warm, rf = [], [], [], []
     for r in range(a.repeats):
         cache = root / f"cache{r}"
         env = {**base, "CONVLENS_CACHE": str(cache)}
@@ -72,13 +74,17 @@ def main() -> None:
         eager.append(_run([sys.executable, "-c", EAGER, str(listing), a.layer], base))
         cold.append(_run(cmd, env))
         warm.append(_run(cmd[:-2] + ["--out", str(root / f"out{r}w"), "--cache-dir", str(root / f"feat{r}w")], env))
-        print(f"round {r + 1}: eager {eager[-1]:.1f} s, convlens cold {cold[-1]:.1f} s, warm {warm[-1]:.1f} s",
-              flush=True)
-    me, mc, mw = statistics.median(eager), statistics.median(cold), statistics.median(warm)
+        env_rf = {**base, "CONVLENS_CACHE": str(root / f"cache{r}rf")}
+        rf.append(_run([*cmd[:-4], "--crop", "rf", "--cache-dir", str(root / f"cache{r}rf" / "features"), "--out",
+                        str(root / f"out{r}rf")], env_rf))
+        print(f"round {r + 1}: eager {eager[-1]:.1f} s, convlens cold {cold[-1]:.1f} s, warm {warm[-1]:.1f} s, "
+              f"cold --crop rf {rf[-1]:.1f} s", flush=True)
+    me, mc, mw, mr = (statistics.median(v) for v in (eager, cold, warm, rf))
     print(f"\n{a.n} photos, top-9 of {a.layer}, end to end (process start included), medians of {a.repeats}:")
     print(f"  eager loop (batch 16)   {me:6.1f} s")
     print(f"  convlens cold           {mc:6.1f} s   eager / cold = {me / mc:.2f}x")
     print(f"  convlens warm           {mw:6.1f} s   eager / warm = {me / mw:.2f}x")
+    print(f"  convlens cold, --crop rf {mr:5.1f} s   eager / cold rf = {me / mr:.2f}x  (no guided-backprop crops)")
     print(f"  load average at the end: {os.getloadavg()[0]:.1f} (2 cores)")
 
 
