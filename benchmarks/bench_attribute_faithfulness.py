@@ -24,6 +24,7 @@ from _common import SAMPLE, PixelNet
 
 import convlens
 from convlens.attribute import METHODS, deletion_insertion_many, saliency
+from convlens.attribute.methods import RANDOM_METHODS
 from convlens.attribute.occlusion import _filler
 
 
@@ -119,7 +120,7 @@ def main() -> None:
                 m = blur_map(maps[base], float(sigma))
             else:
                 opts = dict(options.get(name, {}))
-                if name in ("smoothgrad", "random", "rise"):
+                if name in RANDOM_METHODS:
                     opts["generator"] = gen
                 m = saliency(model, x, name, t, **opts)
             secs[name] += time.perf_counter() - s

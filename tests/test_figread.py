@@ -167,3 +167,16 @@ def test_unit_layer_of_a_resnet_block_is_the_block_not_its_shared_relu() -> None
     r18 = convlens.Model.wrap(torchvision.models.resnet18().eval(), size=64)
     assert r18.layers.calls["layer3.0.relu"] == 2 and r18.layers.calls["layer3.0"] == 1
     assert unit_layer_at(r18, "layer3.0") == "layer3.0"  # its shared ReLU's first call is mid-block
+
+
+def test_a_flat_map_gets_no_invented_scale() -> None:
+    """An occlusion map where no occluder lowered the probability (all clipped to 0) is drawn against a scale of
+    its real value, not a made-up 0-1 probability drop; a map with content keeps its own range."""
+    import numpy as np
+    import pytest
+
+    from convlens.show.attribution import display_range
+
+    assert display_range(np.zeros((8, 8)))[1] < 1e-3
+    m = np.linspace(0, 0.086, 64).reshape(8, 8)
+    assert display_range(m) == (0.0, pytest.approx(np.percentile(m, 99.5)))

@@ -337,7 +337,7 @@ def test_interrupt_line_says_what_is_on_disk(monkeypatch, tmp_path: Path) -> Non
     from convlens import results
     from convlens.cli import _interrupted
 
-    monkeypatch.setattr(results, "_WRITTEN", [])
+    monkeypatch.setattr(results, "_WRITTEN", {})
     assert "nothing was written" in _interrupted()
     results.write_bytes(tmp_path / "a.bin", b"x")
     assert _interrupted() == f"convlens: interrupted; 1 finished file(s) are on disk in {tmp_path}"

@@ -31,7 +31,7 @@ from .errors import UserError
 __all__ = ["write_result", "to_jsonable", "out_dir", "atomic_write", "write_bytes", "save_image", "save_array",
            "save_torch", "check_space", "open_memmap", "disk_error", "output_names", "written"]
 
-_WRITTEN: list[Path] = []  # every file this process finished writing, in order (the Ctrl-C message lists them)
+_WRITTEN: dict[Path, int] = {}  # folder -> files this process finished writing there (the Ctrl-C line says so)
 
 _UMASK = os.umask(0o22)
 os.umask(_UMASK)
@@ -98,7 +98,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, path)
             tmp = None
-            _WRITTEN.append(path)
+            _WRITTEN[path.parent] = _WRITTEN.get(path.parent, 0) + 1
     except OSError as exc:
         raise disk_error(exc, path) from None
     finally:
@@ -107,9 +107,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
                 os.unlink(tmp)
 
 
-def written() -> list[Path]:
-    """The files this process has finished writing through :func:`atomic_write`, oldest first."""
-    return list(_WRITTEN)
+def written() -> dict[Path, int]:
+    """How many files this process has finished writing through :func:`atomic_write`, per folder."""
+    return dict(_WRITTEN)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -21,14 +21,13 @@ from ..models.model import Model
 from ._common import Unit, check_batch, resolve_targets, to_map
 from .cam import guided_grad_cam
 from .gradients import guided_backprop
-from .methods import saliency
+from .methods import RANDOM_METHODS, saliency
 
 __all__ = ["COLOUR", "MethodMap", "TargetMaps", "Explanation", "explain"]
 
 COLOUR: dict[str, Callable[..., torch.Tensor]] = {"guided": guided_backprop, "guided_gradcam": guided_grad_cam}
 """Methods whose signed RGB attribution is shown in colour (the map is that attribution reduced)."""
 RULES = {"deconvnet": "deconv", "guided": "guided", "guided_gradcam": "guided"}
-RANDOM = ("smoothgrad", "rise", "random")
 
 
 @dataclass
@@ -123,7 +122,7 @@ def explain(model: Model, x: torch.Tensor, methods: Sequence[str], target: int |
         for name in methods:
             opts = dict(options.get(name, {}))
             used = {k: v for k, v in opts.items() if k not in ("generator", "report")}
-            if name in RANDOM and generator is not None:
+            if name in RANDOM_METHODS and generator is not None:
                 opts.setdefault("generator", generator)
             report = RuleReport(RULES[name]) if name in RULES else None
             if report is not None:

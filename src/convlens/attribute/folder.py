@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..images import list_images, load_image
 from ..models.model import Model
+from .methods import RANDOM_METHODS
 
 __all__ = [
     "FolderItem",
@@ -38,7 +39,6 @@ __all__ = [
     "spearman",
 ]
 
-RANDOM = ("random", "smoothgrad", "rise")  # methods that draw random numbers: their maps depend on the seed
 CODE_VERSION = "1"  # bump when a method's numbers change, so stored maps are redone
 
 
@@ -117,7 +117,7 @@ def _key(fingerprint: str, method: str, options: dict[str, Any], target: int, se
     opts = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in sorted(options.items())
             if k != "generator"}
     return {"model": fingerprint, "method": method, "options": opts, "target": target, "code": CODE_VERSION,
-            **({"seed": seed} if method in RANDOM else {})}
+            **({"seed": seed} if method in RANDOM_METHODS else {})}
 
 
 def saliency_folder(model: Model, folder: str | Path, methods: Sequence[str], store: str | Path, *,
@@ -233,7 +233,7 @@ def _compute(saliency: Callable[..., torch.Tensor], model: Model, x: torch.Tenso
              opts: dict[str, Any], stems: list[str], seed: int) -> list[np.ndarray]:
     """Maps of a batch; random methods run image by image with a generator seeded by the image, so resuming
     gives the maps an uninterrupted run gives."""
-    if method in RANDOM:
+    if method in RANDOM_METHODS:
         out = []
         for i, stem in enumerate(stems):
             g = torch.Generator().manual_seed(seed * 1_000_003 + int(hashlib.md5(stem.encode()).hexdigest()[:8], 16))

@@ -82,6 +82,8 @@ CAM_METHODS = ("gradcam", "guided_gradcam", "gradcampp", "xgradcam", "hirescam",
                "ablationcam", "eigencam")
 """Methods that read one spatial layer (``layer=`` option: one name, several, or names separated by commas)."""
 BASELINES = ("random", "edge")
+RANDOM_METHODS = ("random", "smoothgrad", "rise")
+"""Methods that draw random numbers (they take ``generator=``): their maps depend on the seed."""
 
 
 def saliency(model: Model, x: torch.Tensor, method: str, target: TargetLike = None, **options: Any) -> torch.Tensor:

@@ -203,7 +203,7 @@ def evaluate_saliency(model: Model, images: Sequence[Any], methods: Sequence[str
     Gaussian in pixels). ``progress`` wraps the image iterator
     (e.g. ``tqdm``).
     """
-    from .methods import saliency
+    from .methods import RANDOM_METHODS, saliency
 
     options = options or {}
     methods = list(methods)
@@ -225,7 +225,7 @@ def evaluate_saliency(model: Model, images: Sequence[Any], methods: Sequence[str
         maps = {}
         for name in methods:
             opts = dict(options.get(name, {}))
-            if name in ("random", "smoothgrad", "rise") and generator is not None:
+            if name in RANDOM_METHODS and generator is not None:
                 opts.setdefault("generator", generator)
             start = time.perf_counter()
             maps[name] = saliency(model, x, name, t, **opts).detach().float()

@@ -40,11 +40,11 @@ def _interrupted() -> str:
     """The Ctrl-C line: which finished files are on disk, or that nothing was written."""
     from ..results import written
 
-    files = written()
-    if not files:
+    folders = written()
+    if not folders:
         return "convlens: interrupted before anything was finished; nothing was written"
-    folders = sorted({str(f.parent) for f in files})
-    return f"convlens: interrupted; {len(files)} finished file(s) are on disk in {', '.join(folders)}"
+    return (f"convlens: interrupted; {sum(folders.values())} finished file(s) are on disk in "
+            f"{', '.join(sorted(map(str, folders)))}")
 
 
 def run(args: list[str] | None = None) -> None:

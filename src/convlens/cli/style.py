@@ -59,7 +59,7 @@ def _progress(total: int, desc: str):
 
     def cb(i: int, loss: float) -> None:  # i: steps done so far (L-BFGS reports every few steps)
         bar.update(max(0, i - bar.n))
-        bar.set_postfix(loss=f"{loss:.4g}")
+        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
     return bar, cb
 
 
@@ -83,14 +83,7 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     """Synthesise a texture of any size from noise whose Gram matrices match SAMPLE (Gatys et al. 2015)."""
     from ..show.figures import save
     from ..show.style import texture_figure, texture_sweep_figure
-    from ..synthesize.texture import (
-        _resize_long,
-        layer_sweep,
-        regularity,
-        regularity_score,
-        style_layers,
-        synthesize_texture,
-    )
+    from ..synthesize.texture import _resize_long, layer_sweep, style_layers, synthesize_texture
 
     model = run.model
     img = _pixels(sample)
@@ -104,23 +97,20 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     finally:
         bar.close()
     save_image(to_pil(res.image), run.out / "texture.png")
-    side = max(measured.shape[-2:])
-    save(texture_figure(measured, res, side=side, title_text=f"Gram-matrix texture synthesis ({model.name})"),
+    save(texture_figure(res, title_text=f"Gram-matrix texture synthesis ({model.name})"),
          run.out / "texture_figure.png")
-    src, syn = regularity(measured), regularity(res.image)
     data: dict[str, Any] = {**res.to_dict(), "spectrum_weight": spectrum_weight, "octaves": octaves,
-                            "regularity": {"sample": src.to_dict(), "synthesis": syn.to_dict(),
-                                           "score": round(regularity_score(measured, res.image), 4)},
                             "files": ["texture.png", "texture_figure.png"]}
     if layers_sweep:
         sweep = layer_sweep(model, img, size=(measured.shape[-2], measured.shape[-1]), steps=steps, seed=run.seed,
                             layers=_layers(layers), tv_weight=tv_weight, sample_size=sample_size)
-        save(texture_sweep_figure(measured, sweep, side=side), run.out / "texture_sweep.png")
+        save(texture_sweep_figure(sweep), run.out / "texture_sweep.png")
         data["sweep"] = [r.to_dict() for r in sweep]
         data["files"].append("texture_sweep.png")
     run.save(data)
+    reg = res.regularity
     click.echo(f"texture: style loss {res.style_loss:.4g} after {res.steps} steps in {res.seconds:.1f} s; period "
-               f"{syn.period:.1f} px (sample {src.period:.1f} px), regularity {data['regularity']['score']:.2f}")
+               f"{reg.synthesis.period:.1f} px (sample {reg.sample.period:.1f} px), regularity {reg.score:.2f}")
 
 
 @main.command("style")
@@ -180,10 +170,9 @@ def style_cmd(run, content: str, styles: tuple[str, ...], style_weights: str | N
         raise
     finally:
         bar.close()
-    if print_size:  # the PNG says its print resolution, so it prints at the paper's size
-        save_image(to_pil(res.image), run.out / "stylized.png", dpi=(dpi, dpi))
-    else:
-        save_image(to_pil(res.image), run.out / "stylized.png")
+    # with --print the PNG says its print resolution, so it prints at the paper's size
+    stamp: dict[str, Any] = {"dpi": (dpi, dpi)} if print_size else {}
+    save_image(to_pil(res.image), run.out / "stylized.png", **stamp)
     names = [Path(s).stem for s in styles]
     if weights:
         names = [f"{n} {w:g}" for n, w in zip(names, weights)]
@@ -266,7 +255,7 @@ def fast_train_cmd(styles: tuple[str, ...], images: str, out: str, model_spec: s
     def progress(st, parts) -> None:
         bar.update(1)
         if st.step % 10 == 0:
-            bar.set_postfix(content=f"{parts['content']:.3f}", style=f"{parts['style']:.4f}")
+            bar.set_postfix(content=f"{parts['content']:.3f}", style=f"{parts['style']:.4f}", refresh=False)
 
     def checkpoint(n, st, opt) -> None:
         save_fast_style(ckpt, n, config, st, opt)

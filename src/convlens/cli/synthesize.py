@@ -15,6 +15,7 @@ from ..images import list_images, load_image, to_pil, to_pixels
 from ..models import Model, load_model
 from ..results import save_image
 from ..show.figures import grid, save, side_by_side
+from ..show.synthesize import inversion_figure
 from ..synthesize.dream import default_dream_layer, dream, photo_pixels
 from ..synthesize.invert import default_invert_layers, invert
 from ..synthesize.visualize import PRESETS, judge_probs, multifaceted, preset, visualize_class, visualize_unit
@@ -244,10 +245,10 @@ def invert_cmd(run: Run, image: str, layer: str | None, layers: str | None, tv: 
     for name in names:
         fname = f"invert_{_slug(name)}.png"
         save(to_pil(res.images[name]), run.out / fname)
-        rows.append({"file": fname, "layer": name, "relative_error": res.errors[name]})
-        click.echo(f"{fname}: relative feature error {res.errors[name]:.4f}")
-    panels = [(to_pil(res.photo[0]), "photo")] + [(to_pil(res.images[n]), f"{n}\nerror {res.errors[n]:.3f}")
-                                                  for n in names]
-    save(side_by_side(panels, title_text="reconstructions from deeper and deeper layers"), run.out / "figure.png")
-    run.save({"images": rows, "errors": res.errors, "figure": "figure.png",
+        rows.append({"file": fname, "layer": name, "relative_error": res.errors[name],
+                     "grey_error": res.grey_errors[name]})
+        click.echo(f"{fname}: relative feature error {res.errors[name]:.4f} (a grey image: "
+                   f"{res.grey_errors[name]:.4f})")
+    save(inversion_figure(res, title_text="reconstructions from deeper and deeper layers"), run.out / "figure.png")
+    run.save({"images": rows, "errors": res.errors, "grey_errors": res.grey_errors, "figure": "figure.png",
               "seconds_per_layer": {n: r.seconds for n, r in res.results.items()}})

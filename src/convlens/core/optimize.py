@@ -313,7 +313,7 @@ def optimize(model: Model | nn.Module, objective: Objective, param: ImageParam |
                     if bar is not None:
                         bar.update(n)
                         if step_no % 10 < n:
-                            bar.set_postfix(loss=f"{loss_value:.4g}")
+                            bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
     finally:
         if bar is not None:
             bar.close()

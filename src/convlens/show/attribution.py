@@ -6,13 +6,16 @@ Everything here turns already computed maps into ``PIL.Image`` objects; nothing 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .figures import ArrayLike, colorize, figure_to_image, heatmap_overlay, side_by_side, to_rgb
+
+if TYPE_CHECKING:
+    from ..attribute.explain import Explanation
 
 __all__ = ["OVERLAY_METHODS", "map_panel", "saliency_figure", "mask_figure", "curves_figure", "sanity_figure",
            "sanity_maps_figure"]
@@ -55,7 +58,7 @@ def map_panel(image: ArrayLike, saliency: ArrayLike, method: str, raw: torch.Ten
         return panel
     lo, hi = float(m.min()), float(np.percentile(m, 99.5))
     if hi <= lo:
-        hi = lo + 1.0
+        hi = _flat(m, lo)
     bar = _colorbar(panel.height, lo, hi, UNITS.get(method, method), "gray")
     out = Image.new("RGB", (panel.width + bar.width, panel.height), (255, 255, 255))
     out.paste(panel, (0, 0))
@@ -79,7 +82,7 @@ def saliency_figure(image: ArrayLike, panels: Sequence[tuple[str, ArrayLike, tor
     return fig
 
 
-def explanation_figure(exp: Any, *, title_text: str | None = None, height: int = 224) -> Image.Image:
+def explanation_figure(exp: Explanation, *, title_text: str | None = None, height: int = 224) -> Image.Image:
     """An :class:`~convlens.attribute.explain.Explanation`: one :func:`saliency_figure` row per target, titled
     ``title_text: <target>``."""
     from .figures import stack
@@ -211,8 +214,16 @@ def display_range(m: np.ndarray, q: float = 99.5) -> tuple[float, float]:
     lo = min(0.0, float(np.min(m)))
     hi = float(np.percentile(m, q))
     if hi <= lo:
-        hi = float(np.max(m)) if float(np.max(m)) > lo else lo + 1.0
+        hi = _flat(m, lo)
     return lo, hi
+
+
+def _flat(m: np.ndarray, lo: float) -> float:
+    """The top of the scale of a map whose percentile does not exceed ``lo``: its maximum, or -- a flat map (e.g.
+    an occlusion map where no occluder lowered the probability) -- a span of one millionth, so the colour bar reads
+    the map's real value instead of inventing a 0-1 range."""
+    top = float(np.max(m))
+    return top if top > lo else lo + 1e-6 * max(1.0, abs(lo))
 
 
 def _lut(cmap: str) -> np.ndarray:

@@ -17,23 +17,22 @@ if TYPE_CHECKING:
 __all__ = ["texture_figure", "texture_sweep_figure", "style_figure"]
 
 
-def _sample(sample: torch.Tensor, side: int) -> Image.Image:
-    return fit(to_rgb(sample[0]), side)
+def texture_figure(res: TextureResult, *, title_text: str | None = None) -> Image.Image:
+    """The sample as it was measured beside the synthesised texture, at the same scale, with both periods."""
+    image, reg = res.image, res.regularity
+    syn = (f"synthesised {image.shape[-1]}x{image.shape[-2]}\nperiod {reg.synthesis.period:.1f} px, "
+           f"regularity {reg.score:.2f}")
+    return side_by_side([(to_rgb(res.sample[0]), f"sample\nperiod {reg.sample.period:.1f} px"),
+                         (to_rgb(image[0]), syn)], title_text=title_text)
 
 
-def texture_figure(sample: torch.Tensor, res: TextureResult, *, side: int, title_text: str | None = None
-                   ) -> Image.Image:
-    """The sample ``(1, 3, H, W)`` (fitted to ``side``) beside the synthesised texture."""
-    image = res.image
-    return side_by_side([(_sample(sample, side), "sample"),
-                         (to_rgb(image[0]), f"synthesised {image.shape[-1]}x{image.shape[-2]}")], title_text=title_text)
-
-
-def texture_sweep_figure(sample: torch.Tensor, sweep: Sequence[TextureResult], *, side: int) -> Image.Image:
+def texture_sweep_figure(sweep: Sequence[TextureResult]) -> Image.Image:
     """The layer sweep (Gatys et al. 2015, Fig. 2): the sample, then one texture per growing layer set."""
+    side = max(sweep[0].image.shape[-2:])
     pics = [to_rgb(r.image[0]) for r in sweep]
     labels = [f"up to {r.layers[-1]}" for r in sweep]
-    return grid([_sample(sample, side), *pics], ncols=len(pics) + 1, labels=["sample", *labels], label_size=11)
+    return grid([fit(to_rgb(sweep[0].sample[0]), side), *pics], ncols=len(pics) + 1, labels=["sample", *labels],
+                label_size=11)
 
 
 def style_figure(content: torch.Tensor, styles: Sequence[tuple[torch.Tensor, str]], res: StyleResult, *,

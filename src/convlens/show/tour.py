@@ -723,42 +723,40 @@ def _sec_dream(ctx: TourContext, out: SectionOutput) -> None:
 
 def _sec_invert(ctx: TourContext, out: SectionOutput) -> None:
     from ..synthesize.invert import default_invert_layers, invert
+    from .synthesize import inversion_figure
 
     layers = default_invert_layers(ctx.model, ctx.q(3, 5))
     res = invert(ctx.model, ctx.pixels(), layers, steps=ctx.q(80, 200))
-    panels = [(F.to_rgb(res.photo[0] if res.photo.dim() == 4 else res.photo), "photo")]
-    for name, im in res.images.items():
-        panels.append((F.to_rgb(im[0] if im.dim() == 4 else im), f"from {name}\nerror {res.errors[name]:.3f}"))
+    for name in res.images:
         out.numbers[f"relative feature error at {name}"] = res.errors[name]
-    ctx.figure(out, "layers", F.side_by_side(panels, caption_size=11), photo=True,
+        out.numbers[f"relative feature error of a grey image at {name}"] = res.grey_errors[name]
+    ctx.figure(out, "layers", inversion_figure(res), photo=True,
                caption="Images reconstructed from the photo's code at increasing depth, the class scores last, all with "
                "one optimiser and one prior (Mahendran & Vedaldi 2015).")
     out.params.update({"layers": ", ".join(res.images), "steps": ctx.q(80, 200)})
 
 
 def _sec_texture(ctx: TourContext, out: SectionOutput) -> None:
-    from ..synthesize.texture import _resize_long, layer_sweep, regularity, regularity_score, synthesize_texture
+    from ..synthesize.texture import layer_sweep, synthesize_texture
     from .style import texture_figure, texture_sweep_figure
 
     sample, side = ctx.texture_sample(), ctx.q(128, 256)
     res = synthesize_texture(ctx.model, sample, size=(side * 2, side * 2), steps=ctx.q(60, 300), sample_size=side,
                              seed=ctx.seed)
-    measured = _resize_long(sample, side)
-    src, syn = regularity(measured), regularity(res.image)
-    ctx.figure(out, "brick", texture_figure(sample, res, side=side), photo=True,
+    ctx.figure(out, "brick", texture_figure(res), photo=True,
                caption="A texture twice the sample's size, grown from noise by matching Gram matrices and the "
                "sample's Fourier amplitude (Liu et al. 2016), which keeps the rows and mortar lines; coarse to "
                "fine (half size first), so brick faces form before the mortar is sharpened.")
     small = ctx.q(96, 160)
     sweep = layer_sweep(ctx.model, sample, size=(small, small), steps=ctx.q(30, 150), seed=ctx.seed,
                         sample_size=small)
-    ctx.figure(out, "sweep", texture_sweep_figure(sample, sweep, side=small), photo=True,
+    ctx.figure(out, "sweep", texture_sweep_figure(sweep), photo=True,
                caption="The layer sweep (Gatys et al. 2015, Fig. 2): the first layers alone give small structures; "
                "as deeper layers join, larger and more regular ones appear.")
     out.params.update({"layers": ", ".join(res.layers), "steps": res.steps, "sweep sets": len(sweep)})
-    out.numbers.update({"style loss": res.style_loss, "sample's period (px)": src.period,
-                        "synthesis's period (px)": syn.period,
-                        "regularity (1 = as regular as the sample)": regularity_score(measured, res.image),
+    out.numbers.update({"style loss": res.style_loss, "sample's period (px)": res.regularity.sample.period,
+                        "synthesis's period (px)": res.regularity.synthesis.period,
+                        "regularity (1 = as regular as the sample)": res.regularity.score,
                         **{f"sweep style loss up to {r.layers[-1]}": r.style_loss
                                                          for r in sweep}})
 

@@ -41,12 +41,16 @@ class InversionResult:
         images: layer -> reconstruction ``(1, 3, H, W)``.
         errors: layer -> final relative feature error ``||Phi(x) - Phi_0|| / ||Phi_0||`` (0 = same code; the
             square root of the objective, so 0.05 means the code differs by 5 % of its norm).
+        grey_errors: layer -> the same error for a uniform grey image, which carries nothing of the photo: the
+            level an informative reconstruction must beat. Near 0, the layer's code hardly depends on the image
+            (e.g. a collapsed randomly initialised network), so a near-0 ``errors`` there means nothing.
         results: layer -> the loop's result (losses, seconds).
     """
 
     photo: torch.Tensor
     images: dict[str, torch.Tensor] = field(default_factory=dict)
     errors: dict[str, float] = field(default_factory=dict)
+    grey_errors: dict[str, float] = field(default_factory=dict)
     results: dict[str, OptimizeResult] = field(default_factory=dict)
 
 
@@ -101,8 +105,10 @@ def invert(model: Model, image: ImageLike | torch.Tensor, layers: str | Sequence
         objective = feature_match(name, targets[name])
         res = optimize(model, objective, param, regularizers=regs or None, steps=steps, optimizer="adam", lr=lr,
                        lr_end=lr_end, maximize=False, generator=gen, progress=progress)
-        err = float(evaluate(model, objective, res.images).clamp_min(0).sqrt()[0])
+        err, grey = evaluate(model, objective, torch.cat([res.images[:1], torch.full_like(photo, 0.5)])
+                             ).clamp_min(0).sqrt().tolist()
         out.images[name] = res.images
         out.errors[name] = err
+        out.grey_errors[name] = grey
         out.results[name] = res
     return out

@@ -19,18 +19,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..core.objectives import Objective, feature_match, layer_norm
-from ..core.objectives import total_variation as tv_objective
-from ..core.optimize import optimize
-from ..core.params import PixelImage
 from ..errors import UserError
 from ..models.model import Model
 from .dream import default_dream_layer
-from .texture import GramTargets, _resize_long, content_layer, features, noise_image, style_layers, total_variation
+from .texture import (
+    GramTargets,
+    _resize_long,
+    coarse_to_fine,
+    content_layer,
+    features,
+    noise_image,
+    style_layers,
+    total_variation,
+)
 
 __all__ = [
     "StyleResult",
@@ -202,38 +209,29 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
     levels: list[tuple[float, float]] = [(2.0 ** (octaves - 1 - i), style_scale) for i in range(octaves)]
     if style_scale > 1:
         levels.insert(0, (levels[0][0] * style_scale, 1.0))
-    shares = [2.0 ** -(len(levels) - 1 - i) for i in range(len(levels))]
-    shares = [v / sum(shares) for v in shares]
-    x: torch.Tensor | None = None
-    targets = None
+    rel = {f: r for f, r in levels}  # the painting's scale relative to each level's image
+    level: dict[str, Any] = {}  # the current level's content and Gram targets
     latest: list[torch.Tensor | None] = [None]  # the image of the last finished step, kept for Ctrl-C
     finished = [0]  # steps finished in all (the callback's count), for what an interrupted run reports
+
+    def objective_at(hw: tuple[int, int], f: float) -> Objective:
+        level["content"] = c_l = (F.interpolate(content, size=hw, mode="bilinear", align_corners=False,
+                                                antialias=True) if f > 1 else content)
+        s_l = [_resize_long(s, max(16, round(max(hw) * rel[f]))) for s in style_imgs]
+        level["targets"] = GramTargets.from_images(model, s_l, slayers, weights=style_weights)
+        return style_objective(model, c_l, level["targets"], clayer, content_weight=content_weight,
+                               style_weight=style_weight, dream_weight=dream_weight, dream_layer=dlayer)
+
+    def step(i: int, img: torch.Tensor, loss: float) -> None:
+        latest[0], finished[0] = img, i
+        if callback is not None:
+            callback(i, loss)
+
     try:
-        for level, (f, rel) in enumerate(levels):
-            h, w = max(16, round(content.shape[-2] / f)), max(16, round(content.shape[-1] / f))
-            c_l = F.interpolate(content, size=(h, w), mode="bilinear", align_corners=False, antialias=True) if f > 1 \
-                else content
-            s_l = [_resize_long(s, max(16, round(max(h, w) * rel))) for s in style_imgs]
-            targets = GramTargets.from_images(model, s_l, slayers, weights=style_weights)
-            objective = style_objective(model, c_l, targets, clayer, content_weight=content_weight,
-                                        style_weight=style_weight, dream_weight=dream_weight, dream_layer=dlayer)
-            if x is None:
-                x = noise_image(c_l, (h, w), gen) if init == "noise" else c_l
-            else:
-                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
-            n = max(1, round(steps * shares[level]))
-            done = len(history)
-
-            def cb(i: int, img: torch.Tensor, loss: float, done: int = done) -> None:
-                latest[0] = img
-                finished[0] = done + i
-                if callback is not None:
-                    callback(done + i, loss)
-
-            res = optimize(model, objective, PixelImage(x), regularizers=[tv_weight * tv_objective(beta=1.0)],
-                           steps=n, optimizer="lbfgs", maximize=False, seed=seed, callback=cb)
-            history += res.losses
-            x = res.images[:1]
+        x = coarse_to_fine(model, (int(content.shape[-2]), int(content.shape[-1])), [f for f, _ in levels],
+                           objective_at, lambda hw: noise_image(level["content"], hw, gen) if init == "noise"
+                           else level["content"], steps=steps, tv_weight=tv_weight, seed=seed, history=history,
+                           callback=step)
     except KeyboardInterrupt:  # hand back what was finished: the last step's image at the output size
         from ..interrupts import Interrupted
 
@@ -246,7 +244,7 @@ def style_transfer(model: Model, content: torch.Tensor, styles: Sequence[torch.T
         raise Interrupted(StyleResult(img.detach().cpu(), nan, nan, nan, max(len(history), finished[0]),
                                       time.perf_counter() - started,
                                       clayer, slayers, history)) from None
-    assert x is not None and targets is not None
+    targets = level["targets"]
     with torch.no_grad():
         feats = features(model, x, list(dict.fromkeys([*slayers, clayer])))
         fc = features(model, content, [clayer])[clayer].float()

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ __all__ = [
     "GramTargets",
     "Regularity",
     "SpectrumMatch",
+    "TextureRegularity",
     "TextureResult",
     "content_layer",
     "features",
@@ -235,7 +237,9 @@ def _grey1(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class TextureResult:
-    """A synthesised texture ``(1, 3, H, W)`` in [0, 1], the layers used, the final style loss, steps and seconds."""
+    """A synthesised texture ``(1, 3, H, W)`` in [0, 1], the layers used, the final style loss, steps and seconds;
+    ``sample`` is the sample as it was measured (resized to ``sample_size``) and ``regularity`` compares the
+    dominant periods of the two (:func:`regularity`, :func:`regularity_score`)."""
 
     image: torch.Tensor
     layers: list[str]
@@ -243,12 +247,15 @@ class TextureResult:
     tv_loss: float
     steps: int
     seconds: float
+    sample: torch.Tensor
+    regularity: TextureRegularity
     history: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        """The numbers of ``result.json``: layers, losses, steps, seconds and size (width, height)."""
+        """The numbers of ``result.json``: layers, losses, steps, seconds, size (width, height), regularity."""
         return {"layers": self.layers, "style_loss": self.style_loss, "tv_loss": self.tv_loss, "steps": self.steps,
-                "seconds": round(self.seconds, 3), "size": [self.image.shape[-1], self.image.shape[-2]]}
+                "seconds": round(self.seconds, 3), "size": [self.image.shape[-1], self.image.shape[-2]],
+                "regularity": self.regularity.to_dict()}
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -307,40 +314,63 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
     layers = list(layers) if layers else style_layers(model, pre_activation=True)
     for name in layers:
         model.layers[name]
-    h, w = size or tuple(sample.shape[-2:])
     gen = torch.Generator().manual_seed(seed)
-    shares = [2.0 ** -(octaves - 1 - i) for i in range(octaves)]
-    x: torch.Tensor | None = None
-    history: list[float] = []
-    done = 0
-    for level in range(octaves):
-        f = 2 ** (octaves - 1 - level)
-        hl, wl = max(16, round(h / f)), max(16, round(w / f))
-        s_l = _resize_long(sample, max(16, round(max(sample.shape[-2:]) / f)))
-        targets = GramTargets.from_images(model, [s_l], layers)
-        objective: Objective = targets.objective()
-        if spectrum_weight:
-            objective = objective + spectrum_weight * SpectrumMatch(s_l)
-        if x is None:
-            x = noise_image(s_l, (hl, wl), gen, cell=4, grey=True)
-        else:
-            x = F.interpolate(x, size=(hl, wl), mode="bicubic", align_corners=False).clamp(0, 1)
+    level: dict[str, Any] = {}  # the current level's sample and Gram targets
 
-        def cb(i: int, img: torch.Tensor, loss: float, done: int = done) -> None:
+    def objective_at(hw: tuple[int, int], f: float) -> Objective:
+        level["sample"] = s_l = _resize_long(sample, max(16, round(max(sample.shape[-2:]) / f)))
+        level["targets"] = GramTargets.from_images(model, [s_l], layers)
+        objective: Objective = level["targets"].objective()
+        return objective + spectrum_weight * SpectrumMatch(s_l) if spectrum_weight else objective
+
+    history: list[float] = []
+    x = coarse_to_fine(model, size or (int(sample.shape[-2]), int(sample.shape[-1])),
+                       [2.0 ** (octaves - 1 - i) for i in range(octaves)], objective_at,
+                       lambda hw: noise_image(level["sample"], hw, gen, cell=4, grey=True), steps=steps,
+                       tv_weight=tv_weight, seed=seed, history=history, upsample="bicubic",
+                       callback=None if callback is None else (lambda i, img, loss: callback(i, loss)))
+    with torch.no_grad():
+        s = float(level["targets"].loss(features(model, x, layers)).sum())
+        tv = float(total_variation(x).sum())
+    x, measured = x.cpu(), sample.cpu()
+    reg = TextureRegularity(regularity(measured), regularity(x), regularity_score(measured, x))
+    return TextureResult(x, layers, s, tv, len(history), time.perf_counter() - started, measured, reg, history)
+
+
+def coarse_to_fine(model: Model, size: tuple[int, int], factors: Sequence[float],
+                   objective_at: Callable[[tuple[int, int], float], Objective],
+                   start: Callable[[tuple[int, int]], torch.Tensor], *, steps: int, tv_weight: float, seed: int = 0,
+                   history: list[float] | None = None, upsample: str = "bilinear",
+                   callback: Callable[[int, torch.Tensor, float], None] | None = None) -> torch.Tensor:
+    """The pixel loop of texture synthesis and style transfer: L-BFGS on raw pixels (plus ``tv_weight`` times the
+    total variation) at ``size / f`` for each ``f`` of ``factors``, coarse to fine.
+
+    ``objective_at(hw, f)`` builds a level's objective (its targets are measured at that level's scale);
+    ``start(hw)`` is the first level's image, later levels start from the previous result upsampled
+    (``upsample`` mode). Of ``steps`` in all, each level gets half as many as the next finer one. ``history``
+    (if given) is extended by every step's loss as the levels finish; ``callback(step, image, loss)`` counts
+    steps over all levels. Returns the last level's image ``(1, 3, H, W)``.
+    """
+    shares = [2.0 ** -(len(factors) - 1 - i) for i in range(len(factors))]
+    history = [] if history is None else history
+    x: torch.Tensor | None = None
+    for i, f in enumerate(factors):
+        hw = (max(16, round(size[0] / f)), max(16, round(size[1] / f)))
+        objective = objective_at(hw, f)
+        x = start(hw) if x is None else F.interpolate(x, size=hw, mode=upsample, align_corners=False).clamp(0, 1)
+        done = len(history)
+
+        def cb(step: int, img: torch.Tensor, loss: float, done: int = done) -> None:
             if callback is not None:
-                callback(done + i, loss)
+                callback(done + step, img, loss)
 
         res = optimize(model, objective, PixelImage(x), regularizers=[tv_weight * tv_objective(beta=1.0)],
-                       steps=max(1, round(steps * shares[level] / sum(shares))), optimizer="lbfgs",
-                       maximize=False, seed=seed, callback=cb)
+                       steps=max(1, round(steps * shares[i] / sum(shares))), optimizer="lbfgs", maximize=False,
+                       seed=seed, callback=cb)
         history += res.losses
-        done += res.steps
         x = res.images[:1]
     assert x is not None
-    with torch.no_grad():
-        s = float(targets.loss(features(model, x, layers)).sum())
-        tv = float(total_variation(x).sum())
-    return TextureResult(x.cpu(), layers, s, tv, done, time.perf_counter() - started, history)
+    return x
 
 
 def layer_sweep(model: Model, sample: torch.Tensor, *, size: tuple[int, int] | None = None, steps: int = 200,
@@ -387,8 +417,22 @@ class Regularity:
                 "angle": round(self.angle, 1), "peak_share": round(self.peak_share, 5)}
 
 
+@dataclass
+class TextureRegularity:
+    """The sample's and the synthesis's dominant period and the :func:`regularity_score` of the synthesis."""
+
+    sample: Regularity
+    synthesis: Regularity
+    score: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"sample": self.sample.to_dict(), "synthesis": self.synthesis.to_dict(), "score": round(self.score, 4)}
+
+
 def _power(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hann-windowed power spectrum of the grey image of ``(1, 3, H, W)``; its frequency grids (cycles/pixel)."""
+    # luma, as a viewer sees it (the spectrum constraint optimises the channel mean instead, see _grey1): the
+    # measure stays independent of what the constraint matches
     g = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[0].double() if x.shape[1] == 3 else x[0, 0].double()
     h, w = g.shape
     win = torch.hann_window(h, periodic=False, dtype=g.dtype)[:, None] * torch.hann_window(w, periodic=False,
