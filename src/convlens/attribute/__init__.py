@@ -22,6 +22,7 @@ from .cam import (
                   xgrad_cam,
 )
 from .gradients import deconvnet, guided_backprop, integrated_gradients, smoothgrad, vanilla_gradient
+from .greedy import greedy_insertion
 from .methods import CAM_METHODS, CLASS_ONLY, METHODS, edge_map, random_map, saliency
 from .metrics import Faithfulness, SaliencyEvaluation, deletion_insertion, deletion_insertion_many, evaluate_saliency
 from .occlusion import FILLS, occlusion, occlusion_windows
@@ -38,4 +39,5 @@ __all__ = ["Unit", "TargetLike", "to_map", "vanilla_gradient", "guided_backprop"
            "score_cam", "ablation_cam", "eigen_cam", "OutputScore", "margin", "class_sum", "resolve_targets",
            # sanity checks
            "SanityCheck", "cascading_randomization", "label_randomization"]
-__all__ += ["SaliencyEvaluation", "deletion_insertion_many", "evaluate_saliency", "rise", "rise_masks"]
+__all__ += ["SaliencyEvaluation", "deletion_insertion_many", "evaluate_saliency", "rise", "rise_masks",
+            "greedy_insertion"]

@@ -22,7 +22,9 @@ from .cam import (
     xgrad_cam,
 )
 from .gradients import deconvnet, guided_backprop, integrated_gradients, smoothgrad, vanilla_gradient
+from .greedy import greedy_insertion
 from .occlusion import occlusion
+from .rise import rise
 
 __all__ = ["METHODS", "CLASS_ONLY", "CAM_METHODS", "saliency", "edge_map", "random_map"]
 
@@ -73,9 +75,8 @@ METHODS: dict[str, MapFn] = {
 }
 """Saliency maps ``(N, H, W)`` by name; larger means more important for the target."""
 
-from .rise import rise
-
 METHODS["rise"] = rise
+METHODS["greedy"] = greedy_insertion  # its prior is a method of this registry
 
 CLASS_ONLY: tuple[str, ...] = ()  # every method now explains any target (class, unit, output score)
 CAM_METHODS = ("gradcam", "guided_gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "scorecam",

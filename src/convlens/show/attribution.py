@@ -198,11 +198,13 @@ def sanity_maps_figure(result, image: ArrayLike, index: int = 0, *, columns: int
 UNITS = {"gradient": "|d logit / d pixel|", "deconvnet": "|DeconvNet signal|", "guided": "|guided gradient|",
          "smoothgrad": "mean |d logit / d pixel|", "integrated": "|attribution| (logit units)",
          "gradcam": "Grad-CAM (logit units)", "guided_gradcam": "|guided Grad-CAM|",
-         "occlusion": "drop in probability", "rise": "expected probability when kept", "random": "uniform noise",
+         "occlusion": "drop in probability", "rise": "expected probability when kept",
+         "greedy": "reveal order (1 = first)", "random": "uniform noise",
          "edge": "image gradient magnitude"}
 """What a map's numbers mean, per method (the colour bar's label)."""
 LABELS["rise"] = "RISE"
-OVERLAY_METHODS = OVERLAY_METHODS + ("rise",)  # coarse, like Grad-CAM: drawn over the photo
+LABELS["greedy"] = "greedy insertion"
+OVERLAY_METHODS = OVERLAY_METHODS + ("rise", "greedy")  # coarse, like Grad-CAM: drawn over the photo
 
 __all__ += ["UNITS", "display_range", "overlay_with_colorbar", "alpha_overlay", "contact_sheet", "compare_figure",
             "audit_figure", "audit_gallery"]
