@@ -32,5 +32,4 @@ for photo in a.photos:
     res = invert(model, x, names, steps=a.steps)
     print(f"{photo} ({a.steps} steps, {a.size} px, {time.perf_counter() - t:.0f} s)")
     for n in names:
-        pix = float((res.images[n] - x).norm() / x.norm())
-        print(f"  {n:>12}: feature error {res.errors[n]:.3f}   pixel error {pix:.3f}")
+        print(f"  {n:>12}: feature error {res.errors[n]:.3f}   pixel error {res.pixel_errors[n]:.3f}")

@@ -16,6 +16,7 @@ from convlens.attribute import (
     rise_masks,
     saliency,
 )
+from convlens.attribute.greedy import _search
 from convlens.attribute.occlusion import _filler
 from convlens.core.engine import openvino_available
 
@@ -169,7 +170,7 @@ def test_greedy_insertion_finds_regions_that_only_act_together():
     x = torch.zeros(1, 3, 32, 32)
     x[:, :, :8, :8] = 1
     x[:, :, 24:, 24:] = 1
-    m = greedy_insertion(model, x, 0, cell=8, per_round=1, prior=None, engine="torch")[0]
+    m = greedy_insertion(model, x, 0, cells=8, reveal=1 / 16, prior=None, engine="torch")[0]  # a cell per round
     cells = m[::8, ::8].flatten()
     first_two = set(cells.argsort(descending=True)[:2].tolist())
     assert first_two == {0, 15}  # the top-left corner (a trace alone), then the bottom-right one it needs
@@ -181,23 +182,34 @@ def test_greedy_insertion_finds_regions_that_only_act_together():
 
 def test_greedy_insertion_is_batched_and_takes_any_target(tiny, xs):
     t = tiny(xs).argmax(-1)
-    both = greedy_insertion(tiny, xs, t, cell=8, engine="torch")
+    both = greedy_insertion(tiny, xs, t, cells=(8, 16), engine="torch")
     for i in range(2):
-        one = greedy_insertion(tiny, xs[i:i + 1], t[i:i + 1], cell=8, engine="torch")
+        one = greedy_insertion(tiny, xs[i:i + 1], t[i:i + 1], cells=(8, 16), engine="torch")
         assert torch.allclose(both[i], one[0])
-    assert torch.equal(saliency(tiny, xs, "greedy", t, cell=8, engine="torch"), both)
-    # the prior orders pixels inside a cell only: every cell's pixels stay between its neighbours in the order
-    edge = greedy_insertion(tiny, xs, t, cell=8, prior="edge", engine="torch")
-    cells = edge.unfold(1, 8, 8).unfold(2, 8, 8).flatten(3).flatten(1, 2)  # (2, 16 cells, 64 pixels)
-    lo, hi = cells.amin(-1), cells.amax(-1)
-    assert bool((hi > lo).any())  # the prior does order pixels inside cells
-    for i in range(2):
-        order = lo[i].argsort()
-        assert bool((hi[i, order[:-1]] < lo[i, order[1:]]).all())
+        # the map returned is one of the candidates: the search on either grid, or the prior map itself
+        prior = saliency(tiny, xs[i:i + 1], "guided_gradcam", t[i:i + 1])[0].clamp(min=0)
+        candidates = [greedy_insertion(tiny, xs[i:i + 1], t[i:i + 1], cells=c, engine="torch")[0] for c in (8, 16)]
+        candidates.append(prior / prior.max().clamp(min=1e-12))
+        assert any(torch.allclose(both[i], c) for c in candidates)
+    assert torch.equal(saliency(tiny, xs, "greedy", t, cells=(8, 16), engine="torch"), both)
     for target in (Unit("conv4", 2), convlens.attribute.margin(0, 1)):
-        m = greedy_insertion(tiny, xs, target, cell=16, engine="torch")
+        m = greedy_insertion(tiny, xs, target, cells=16, engine="torch")
         assert m.shape == (2, 32, 32) and torch.isfinite(m).all()
-    with pytest.raises(ValueError, match="cell"):
-        greedy_insertion(tiny, xs, t, cell=0)
+    with pytest.raises(ValueError, match="cells"):
+        greedy_insertion(tiny, xs, t, cells=0)
     with pytest.raises(ValueError, match="stop"):
         greedy_insertion(tiny, xs, t, stop=0)
+
+
+def test_greedy_search_orders_pixels_within_cells_only(xs):
+    """The prior orders the pixels inside a cell and never moves a pixel past another cell's."""
+    x = xs[0]
+    canvas = _filler(x[None], "blur")[0]
+    pix = torch.rand(32, 32, generator=torch.Generator().manual_seed(0))
+    score = lambda b: b[:, 0, :16, :16].mean((1, 2)) + 0.5 * b[:, 1, 16:, :].mean((1, 2))
+    m = _search(x, canvas, 8, score, pix, 1 / 16, 0.95, 0.15, 64)
+    cells = m.unfold(0, 8, 8).unfold(1, 8, 8).flatten(2).flatten(0, 1)  # (16 cells, 64 pixels)
+    lo, hi = cells.amin(-1), cells.amax(-1)
+    assert bool((hi > lo).all())
+    order = lo.argsort()
+    assert bool((hi[order[:-1]] < lo[order[1:]]).all())

@@ -246,9 +246,10 @@ def invert_cmd(run: Run, image: str, layer: str | None, layers: str | None, tv: 
         fname = f"invert_{_slug(name)}.png"
         save(to_pil(res.images[name]), run.out / fname)
         rows.append({"file": fname, "layer": name, "relative_error": res.errors[name],
-                     "grey_error": res.grey_errors[name]})
-        click.echo(f"{fname}: relative feature error {res.errors[name]:.4f} (a grey image: "
-                   f"{res.grey_errors[name]:.4f})")
+                     "grey_error": res.grey_errors[name], "pixel_error": res.pixel_errors[name]})
+        click.echo(f"{fname}: distance to the photo {res.pixel_errors[name]:.3f}, relative feature error "
+                   f"{res.errors[name]:.4f} (a grey image: {res.grey_errors[name]:.4f})")
     save(inversion_figure(res, title_text="reconstructions from deeper and deeper layers"), run.out / "figure.png")
-    run.save({"images": rows, "errors": res.errors, "grey_errors": res.grey_errors, "figure": "figure.png",
+    run.save({"images": rows, "errors": res.errors, "grey_errors": res.grey_errors, "pixel_errors": res.pixel_errors,
+              "figure": "figure.png",
               "seconds_per_layer": {n: r.seconds for n, r in res.results.items()}})

@@ -730,6 +730,7 @@ def _sec_invert(ctx: TourContext, out: SectionOutput) -> None:
     for name in res.images:
         out.numbers[f"relative feature error at {name}"] = res.errors[name]
         out.numbers[f"relative feature error of a grey image at {name}"] = res.grey_errors[name]
+        out.numbers[f"distance to the photo at {name}"] = res.pixel_errors[name]
     ctx.figure(out, "layers", inversion_figure(res), photo=True,
                caption="Images reconstructed from the photo's code at increasing depth, the class scores last, all with "
                "one optimiser and one prior (Mahendran & Vedaldi 2015).")

@@ -44,6 +44,9 @@ class InversionResult:
         grey_errors: layer -> the same error for a uniform grey image, which carries nothing of the photo: the
             level an informative reconstruction must beat. Near 0, the layer's code hardly depends on the image
             (e.g. a collapsed randomly initialised network), so a near-0 ``errors`` there means nothing.
+        pixel_errors: layer -> how far the reconstruction is from the photo, ``||x - x_0|| / ||x_0||``: what of the
+            photo itself the code keeps. It is the lecture's lesson (deeper codes keep less of the image: the
+            reconstructions grow more abstract), where ``errors`` says how well the optimiser matched the code.
         results: layer -> the loop's result (losses, seconds).
     """
 
@@ -51,6 +54,7 @@ class InversionResult:
     images: dict[str, torch.Tensor] = field(default_factory=dict)
     errors: dict[str, float] = field(default_factory=dict)
     grey_errors: dict[str, float] = field(default_factory=dict)
+    pixel_errors: dict[str, float] = field(default_factory=dict)
     results: dict[str, OptimizeResult] = field(default_factory=dict)
 
 
@@ -110,5 +114,6 @@ def invert(model: Model, image: ImageLike | torch.Tensor, layers: str | Sequence
         out.images[name] = res.images
         out.errors[name] = err
         out.grey_errors[name] = grey
+        out.pixel_errors[name] = float((res.images[:1] - photo).norm() / photo.norm())
         out.results[name] = res
     return out
