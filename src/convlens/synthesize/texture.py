@@ -44,6 +44,7 @@ __all__ = [
     "gram_loss",
     "layer_sweep",
     "noise_image",
+    "periodic_component",
     "regularity",
     "regularity_score",
     "style_layers",
@@ -191,14 +192,15 @@ class SpectrumMatch(Objective):
     value per image (minimise it): the spectrum constraint of Liu, Gousseau & Xia (2016), which keeps the periods
     of regular textures (brick rows, mortar lines) that Gram statistics alone lose.
 
-    The target ``A`` is the amplitude of the sample's grey image (channel mean, mean removed), resampled in cycles per pixel to
+    The target ``A`` is the amplitude of the periodic component (:func:`periodic_component`, as Liu et al. do) of
+    the sample's grey image (channel mean, mean removed), resampled in cycles per pixel to
     the size of each image it is compared with, so the output can have any size.
     """
 
     uses_image = True
 
     def __init__(self, sample: torch.Tensor) -> None:
-        g = _grey1(sample.float())
+        g = periodic_component(_grey1(sample.float()))
         self.shifted = torch.fft.fftshift(torch.fft.fft2(g - g.mean((-2, -1), keepdim=True)).abs(), dim=(-2, -1))
         self._cache: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -225,6 +227,29 @@ class SpectrumMatch(Objective):
 
     def __repr__(self) -> str:
         return f"spectrum_match({tuple(self.shifted.shape[-2:])})"
+
+
+def periodic_component(g: torch.Tensor) -> torch.Tensor:
+    """The periodic component of images ``(..., H, W)`` (Moisan 2011, "Periodic plus smooth image decomposition").
+
+    The DFT treats an image as one tile of a periodic plane, so the jump between its opposite edges puts a bright
+    cross on the frequency axes of its spectrum. Removing the smooth component, the solution of a Poisson
+    equation driven by those jumps, removes the cross and keeps the texture; a synthesis matched to the raw
+    spectrum would recreate the jump with a dark (or light) strip along one edge."""
+    v = torch.zeros_like(g)
+    dy, dx = g[..., -1, :] - g[..., 0, :], g[..., :, -1] - g[..., :, 0]
+    v[..., 0, :] += dy
+    v[..., -1, :] -= dy
+    v[..., :, 0] += dx
+    v[..., :, -1] -= dx
+    h, w = g.shape[-2:]
+    cy = torch.cos(2 * math.pi * torch.arange(h, dtype=g.dtype, device=g.device) / h)[:, None]
+    cx = torch.cos(2 * math.pi * torch.arange(w, dtype=g.dtype, device=g.device) / w)[None]
+    den = 2 * cy + 2 * cx - 4
+    den[0, 0] = 1.0
+    smooth_hat = torch.fft.fft2(v) / den
+    smooth_hat[..., 0, 0] = 0
+    return g - torch.fft.ifft2(smooth_hat).real
 
 
 def _grey1(x: torch.Tensor) -> torch.Tensor:
