@@ -35,3 +35,13 @@ def test_periodic_component_solves_moisans_equation() -> None:
     assert torch.allclose(lap_per, lap_free, atol=1e-10)
     assert torch.allclose(p.mean((-2, -1)), u.mean((-2, -1)))
     assert (p[..., 0, :] - p[..., -1, :]).abs().mean() < (u[..., 0, :] - u[..., -1, :]).abs().mean()
+
+
+def test_coarse_levels_follow_the_sample_size() -> None:
+    import convlens
+    from convlens.synthesize.texture import coarse_levels, style_layers
+
+    model = convlens.load_model("efficientnet_lite0")
+    layers = style_layers(model, pre_activation=True)  # deepest at stride 32: a level needs 128 px
+    assert [coarse_levels(model, torch.zeros(1, 3, s, s), layers) for s in (64, 128, 255, 256, 512)] == [1, 1, 1, 2, 3]
+    assert coarse_levels(model, torch.zeros(1, 3, 256, 400), layers[:2]) == 5  # stride 4: 256, 128, 64, 32, 16 px

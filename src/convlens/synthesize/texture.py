@@ -38,6 +38,7 @@ __all__ = [
     "SpectrumMatch",
     "TextureRegularity",
     "TextureResult",
+    "coarse_levels",
     "content_layer",
     "features",
     "gram",
@@ -275,10 +276,13 @@ class TextureResult:
     sample: torch.Tensor
     regularity: TextureRegularity
     history: list[float] = field(default_factory=list)
+    octaves: int = 1
 
     def to_dict(self) -> dict[str, object]:
-        """The numbers of ``result.json``: layers, losses, steps, seconds, size (width, height), regularity."""
+        """The numbers of ``result.json``: layers, losses, steps, seconds, size (width, height), coarse-to-fine
+        levels used, regularity."""
         return {"layers": self.layers, "style_loss": self.style_loss, "tv_loss": self.tv_loss, "steps": self.steps,
+                "octaves": self.octaves,
                 "seconds": round(self.seconds, 3), "size": [self.image.shape[-1], self.image.shape[-2]],
                 "regularity": self.regularity.to_dict()}
 
@@ -321,7 +325,8 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         sample_size: resize the sample's longer side to this before measuring it (``None`` keeps it).
         spectrum_weight: weight of :class:`SpectrumMatch`, the sample's Fourier amplitude (Liu, Gousseau & Xia
             2016), which keeps the periods of regular textures (brick rows, mortar lines); 0 = Gram matrices only.
-        octaves: coarse-to-fine levels at 1/2^k of the size, sample and output alike; each starts from the
+        octaves: at most this many coarse-to-fine levels (:func:`coarse_levels` caps it by the sample's size)
+            at 1/2^k of the size, sample and output alike; each starts from the
             previous result upsampled, and the finest gets the most steps (2 levels: a third, then two thirds).
             Large structures first: at half size the deep layers see whole bricks, so the faces and their rows
             form there, and the full-size level sharpens the mortar lines (1 level alone leaves vertical streaks).
@@ -341,6 +346,7 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         model.layers[name]
     gen = torch.Generator().manual_seed(seed)
     level: dict[str, Any] = {}  # the current level's sample and Gram targets
+    octaves = min(octaves, coarse_levels(model, sample, layers))
 
     def objective_at(hw: tuple[int, int], f: float) -> Objective:
         level["sample"] = s_l = _resize_long(sample, max(16, round(max(sample.shape[-2:]) / f)))
@@ -359,7 +365,16 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         tv = float(total_variation(x).sum())
     x, measured = x.cpu(), sample.cpu()
     reg = TextureRegularity(regularity(measured), regularity(x), regularity_score(measured, x))
-    return TextureResult(x, layers, s, tv, len(history), time.perf_counter() - started, measured, reg, history)
+    return TextureResult(x, layers, s, tv, len(history), time.perf_counter() - started, measured, reg, history,
+                         octaves)
+
+
+def coarse_levels(model: Model, sample: torch.Tensor, layers: Sequence[str]) -> int:
+    """How many coarse-to-fine levels ``sample`` allows: halving stops before the deepest layer of ``layers`` sees
+    fewer than 4 x 4 positions of the sample's shorter side (at 128 px on a stride-32 network the half level would
+    shrink 9-px bricks to 4.5 px, below what the shallow layers resolve, and the coarse start then hurts)."""
+    stride = max(float(model.layers[name].rf.stride[0]) for name in layers)
+    return max(1, 1 + math.floor(math.log2(min(sample.shape[-2:]) / (4 * stride))))
 
 
 def coarse_to_fine(model: Model, size: tuple[int, int], factors: Sequence[float],
