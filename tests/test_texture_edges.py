@@ -9,10 +9,10 @@ from convlens.synthesize.texture import SpectrumMatch, periodic_component
 
 
 def _axis_share(amp: torch.Tensor) -> float:
-    """Share of the (unshifted) spectrum's energy on the two frequency axes, DC excluded."""
+    """Share of the (unshifted) spectra's energy ``(..., H, W)`` on the two frequency axes, DC excluded."""
     p = amp.pow(2).clone()
-    p[0, 0] = 0
-    return float((p[0].sum() + p[:, 0].sum() - p[0, 0]) / p.sum())
+    p[..., 0, 0] = 0
+    return float((p[..., 0, :].sum() + p[..., :, 0].sum()) / p.sum())
 
 
 def test_spectrum_target_has_no_edge_cross() -> None:

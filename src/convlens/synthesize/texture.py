@@ -189,24 +189,26 @@ class GramStyle(Objective):
 
 
 class SpectrumMatch(Objective):
-    """Scale-free distance of the grey image's Fourier amplitude to a target's, ``|(|X| - A)|^2 / |A|^2``, one
-    value per image (minimise it): the spectrum constraint of Liu, Gousseau & Xia (2016), which keeps the periods
-    of regular textures (brick rows, mortar lines) that Gram statistics alone lose.
+    """Scale-free distance of the image's Fourier amplitude, channel by channel, to a target's,
+    ``|(|X| - A)|^2 / |A|^2``, one value per image (minimise it): the spectrum constraint of Liu, Gousseau & Xia
+    (2016), which keeps the periods of regular textures (brick rows, mortar lines) that Gram statistics alone lose.
 
-    The target ``A`` is the amplitude of the periodic component (:func:`periodic_component`, as Liu et al. do) of
-    the sample's grey image (channel mean, mean removed), resampled in cycles per pixel to
-    the size of each image it is compared with, so the output can have any size.
+    The target ``A`` is the amplitude of each channel of the sample's periodic component
+    (:func:`periodic_component`, Moisan 2011; mean removed), resampled in cycles per pixel to the size of each
+    image it is compared with, so the output can have any size. Matching the three channels, not only their
+    mean, also asks for the sample's colour at each frequency: on a grey sample the colour speckle that the
+    Grams leave at high frequencies costs as much as wrong luminance.
     """
 
     uses_image = True
 
     def __init__(self, sample: torch.Tensor) -> None:
-        g = periodic_component(_grey1(sample.float()))
+        g = periodic_component(sample.float())
         self.shifted = torch.fft.fftshift(torch.fft.fft2(g - g.mean((-2, -1), keepdim=True)).abs(), dim=(-2, -1))
         self._cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def target(self, h: int, w: int) -> torch.Tensor:
-        """The sample's amplitude spectrum on the frequency grid of an ``h x w`` image (unshifted, ``(h, w)``)."""
+        """The sample's amplitude spectra on the frequency grid of an ``h x w`` image (unshifted, ``(C, h, w)``)."""
         if (h, w) not in self._cache:
             sh, sw = self.shifted.shape[-2:]
             fy = torch.fft.fftfreq(h, device=self.shifted.device)
@@ -215,13 +217,13 @@ class SpectrumMatch(Objective):
             uy = (fy * sh + sh // 2) / max(sh - 1, 1) * 2 - 1
             ux = (fx * sw + sw // 2) / max(sw - 1, 1) * 2 - 1
             grid = torch.stack(torch.broadcast_tensors(ux[None, :], uy[:, None]), -1)[None]
-            a = F.grid_sample(self.shifted[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-            self._cache[(h, w)] = a[0, 0] * math.sqrt(h * w / (sh * sw))  # amplitude grows as sqrt(pixels)
+            a = F.grid_sample(self.shifted, grid, mode="bilinear", padding_mode="border", align_corners=True)
+            self._cache[(h, w)] = a[0] * math.sqrt(h * w / (sh * sw))  # amplitude grows as sqrt(pixels)
         return self._cache[(h, w)]
 
     def __call__(self, rec: Recorded) -> torch.Tensor:
         assert rec.image is not None
-        g = _grey1(rec.image.float())
+        g = rec.image.float()
         amp = torch.fft.fft2(g - g.mean((-2, -1), keepdim=True)).abs()
         a = self.target(*g.shape[-2:])
         return (amp - a).pow(2).flatten(1).sum(1) / a.pow(2).sum().clamp_min(1e-12)
@@ -251,12 +253,6 @@ def periodic_component(g: torch.Tensor) -> torch.Tensor:
     smooth_hat = torch.fft.fft2(v) / den
     smooth_hat[..., 0, 0] = 0
     return g - torch.fft.ifft2(smooth_hat).real
-
-
-def _grey1(x: torch.Tensor) -> torch.Tensor:
-    """``(N, C, H, W)`` -> grey ``(N, H, W)``: the channel mean, whose gradient is grey too (a luma's weights
-    0.299, 0.587, 0.114 would push every pixel towards green / purple)."""
-    return x.mean(1)
 
 
 # --- texture synthesis -----------------------------------------------------------------------------------
@@ -471,7 +467,7 @@ class TextureRegularity:
 
 def _power(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hann-windowed power spectrum of the grey image of ``(1, 3, H, W)``; its frequency grids (cycles/pixel)."""
-    # luma, as a viewer sees it (the spectrum constraint optimises the channel mean instead, see _grey1): the
+    # luma, as a viewer sees it (the spectrum constraint matches the channels instead): the
     # measure stays independent of what the constraint matches
     g = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[0].double() if x.shape[1] == 3 else x[0, 0].double()
     h, w = g.shape
