@@ -77,7 +77,8 @@ def _progress(total: int, desc: str):
 @click.option("--spectrum-weight", type=NONNEGATIVE, default=1.0, show_default=True,
               help="Weight of the sample's Fourier amplitude (keeps regular periods; 0 = Gram matrices only).")
 @click.option("--octaves", type=COUNT, default=2, show_default=True,
-              help="Coarse-to-fine levels (half size first: large structures such as brick faces).")
+              help="At most this many coarse-to-fine levels (half size first: large structures such as "
+                   "brick faces); fewer where the sample is too small for the deepest layer.")
 def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_sweep: bool, steps: int,
                 sample_size: int, tv_weight: float, spectrum_weight: float, octaves: int) -> None:
     """Synthesise a texture of any size from noise whose Gram matrices match SAMPLE (Gatys et al. 2015)."""
@@ -99,7 +100,7 @@ def texture_cmd(run, sample: str, size: str | None, layers: str | None, layers_s
     save_image(to_pil(res.image), run.out / "texture.png")
     save(texture_figure(res, title_text=f"Gram-matrix texture synthesis ({model.name})"),
          run.out / "texture_figure.png")
-    data: dict[str, Any] = {**res.to_dict(), "spectrum_weight": spectrum_weight, "octaves": octaves,
+    data: dict[str, Any] = {**res.to_dict(), "spectrum_weight": spectrum_weight,
                             "files": ["texture.png", "texture_figure.png"]}
     if layers_sweep:
         sweep = layer_sweep(model, img, size=(measured.shape[-2], measured.shape[-1]), steps=steps, seed=run.seed,

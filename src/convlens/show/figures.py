@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -78,17 +79,20 @@ def _text_size(text: str, fnt: Any) -> tuple[int, int]:
 
 
 def _wrap(text: str, fnt: Any, width: int) -> str:
-    """Break ``text`` into lines no wider than ``width`` pixels (on spaces)."""
+    """Break ``text`` into lines no wider than ``width`` pixels (on spaces, and after the dots of a dotted name
+    such as ``blocks.1.0.bn2`` that is too wide for a line of its own)."""
     lines: list[str] = []
     for para in text.split("\n"):
         line = ""
         for word in para.split(" "):
-            trial = f"{line} {word}" if line else word
-            if line and _text_size(trial, fnt)[0] > width:
-                lines.append(line)
-                line = word
-            else:
-                line = trial
+            parts = re.findall(r"[^.]*\.|[^.]+$", word) if _text_size(word, fnt)[0] > width else [word]
+            for k, part in enumerate(parts):
+                trial = (f"{line} {part}" if k == 0 else line + part) if line else part
+                if line and _text_size(trial, fnt)[0] > width:
+                    lines.append(line)
+                    line = part
+                else:
+                    line = trial
         lines.append(line)
     return "\n".join(lines)
 

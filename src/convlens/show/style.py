@@ -30,7 +30,7 @@ def texture_sweep_figure(sweep: Sequence[TextureResult]) -> Image.Image:
     """The layer sweep (Gatys et al. 2015, Fig. 2): the sample, then one texture per growing layer set."""
     side = max(sweep[0].image.shape[-2:])
     pics = [to_rgb(r.image[0]) for r in sweep]
-    labels = [f"up to {r.layers[-1]}" for r in sweep]
+    labels = [f"{len(r.layers)} layer{'s' if len(r.layers) > 1 else ''}, up to {r.layers[-1]}" for r in sweep]
     return grid([fit(to_rgb(sweep[0].sample[0]), side), *pics], ncols=len(pics) + 1, labels=["sample", *labels],
                 label_size=11)
 

@@ -38,12 +38,14 @@ __all__ = [
     "SpectrumMatch",
     "TextureRegularity",
     "TextureResult",
+    "coarse_levels",
     "content_layer",
     "features",
     "gram",
     "gram_loss",
     "layer_sweep",
     "noise_image",
+    "periodic_component",
     "regularity",
     "regularity_score",
     "style_layers",
@@ -187,23 +189,26 @@ class GramStyle(Objective):
 
 
 class SpectrumMatch(Objective):
-    """Scale-free distance of the grey image's Fourier amplitude to a target's, ``|(|X| - A)|^2 / |A|^2``, one
-    value per image (minimise it): the spectrum constraint of Liu, Gousseau & Xia (2016), which keeps the periods
-    of regular textures (brick rows, mortar lines) that Gram statistics alone lose.
+    """Scale-free distance of the image's Fourier amplitude, channel by channel, to a target's,
+    ``|(|X| - A)|^2 / |A|^2``, one value per image (minimise it): the spectrum constraint of Liu, Gousseau & Xia
+    (2016), which keeps the periods of regular textures (brick rows, mortar lines) that Gram statistics alone lose.
 
-    The target ``A`` is the amplitude of the sample's grey image (channel mean, mean removed), resampled in cycles per pixel to
-    the size of each image it is compared with, so the output can have any size.
+    The target ``A`` is the amplitude of each channel of the sample's periodic component
+    (:func:`periodic_component`, Moisan 2011; mean removed), resampled in cycles per pixel to the size of each
+    image it is compared with, so the output can have any size. Matching the three channels, not only their
+    mean, also asks for the sample's colour at each frequency: on a grey sample the colour speckle that the
+    Grams leave at high frequencies costs as much as wrong luminance.
     """
 
     uses_image = True
 
     def __init__(self, sample: torch.Tensor) -> None:
-        g = _grey1(sample.float())
+        g = periodic_component(sample.float())
         self.shifted = torch.fft.fftshift(torch.fft.fft2(g - g.mean((-2, -1), keepdim=True)).abs(), dim=(-2, -1))
         self._cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def target(self, h: int, w: int) -> torch.Tensor:
-        """The sample's amplitude spectrum on the frequency grid of an ``h x w`` image (unshifted, ``(h, w)``)."""
+        """The sample's amplitude spectra on the frequency grid of an ``h x w`` image (unshifted, ``(C, h, w)``)."""
         if (h, w) not in self._cache:
             sh, sw = self.shifted.shape[-2:]
             fy = torch.fft.fftfreq(h, device=self.shifted.device)
@@ -212,13 +217,13 @@ class SpectrumMatch(Objective):
             uy = (fy * sh + sh // 2) / max(sh - 1, 1) * 2 - 1
             ux = (fx * sw + sw // 2) / max(sw - 1, 1) * 2 - 1
             grid = torch.stack(torch.broadcast_tensors(ux[None, :], uy[:, None]), -1)[None]
-            a = F.grid_sample(self.shifted[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-            self._cache[(h, w)] = a[0, 0] * math.sqrt(h * w / (sh * sw))  # amplitude grows as sqrt(pixels)
+            a = F.grid_sample(self.shifted, grid, mode="bilinear", padding_mode="border", align_corners=True)
+            self._cache[(h, w)] = a[0] * math.sqrt(h * w / (sh * sw))  # amplitude grows as sqrt(pixels)
         return self._cache[(h, w)]
 
     def __call__(self, rec: Recorded) -> torch.Tensor:
         assert rec.image is not None
-        g = _grey1(rec.image.float())
+        g = rec.image.float()
         amp = torch.fft.fft2(g - g.mean((-2, -1), keepdim=True)).abs()
         a = self.target(*g.shape[-2:])
         return (amp - a).pow(2).flatten(1).sum(1) / a.pow(2).sum().clamp_min(1e-12)
@@ -227,10 +232,27 @@ class SpectrumMatch(Objective):
         return f"spectrum_match({tuple(self.shifted.shape[-2:])})"
 
 
-def _grey1(x: torch.Tensor) -> torch.Tensor:
-    """``(N, C, H, W)`` -> grey ``(N, H, W)``: the channel mean, whose gradient is grey too (a luma's weights
-    0.299, 0.587, 0.114 would push every pixel towards green / purple)."""
-    return x.mean(1)
+def periodic_component(g: torch.Tensor) -> torch.Tensor:
+    """The periodic component of images ``(..., H, W)`` (Moisan 2011, "Periodic plus smooth image decomposition").
+
+    The DFT treats an image as one tile of a periodic plane, so the jump between its opposite edges puts a bright
+    cross on the frequency axes of its spectrum. Removing the smooth component, the solution of a Poisson
+    equation driven by those jumps, removes the cross and keeps the texture; a synthesis matched to the raw
+    spectrum would recreate the jump with a dark (or light) strip along one edge."""
+    v = torch.zeros_like(g)
+    dy, dx = g[..., -1, :] - g[..., 0, :], g[..., :, -1] - g[..., :, 0]
+    v[..., 0, :] += dy
+    v[..., -1, :] -= dy
+    v[..., :, 0] += dx
+    v[..., :, -1] -= dx
+    h, w = g.shape[-2:]
+    cy = torch.cos(2 * math.pi * torch.arange(h, dtype=g.dtype, device=g.device) / h)[:, None]
+    cx = torch.cos(2 * math.pi * torch.arange(w, dtype=g.dtype, device=g.device) / w)[None]
+    den = 2 * cy + 2 * cx - 4
+    den[0, 0] = 1.0
+    smooth_hat = torch.fft.fft2(v) / den
+    smooth_hat[..., 0, 0] = 0
+    return g - torch.fft.ifft2(smooth_hat).real
 
 
 # --- texture synthesis -----------------------------------------------------------------------------------
@@ -250,10 +272,13 @@ class TextureResult:
     sample: torch.Tensor
     regularity: TextureRegularity
     history: list[float] = field(default_factory=list)
+    octaves: int = 1
 
     def to_dict(self) -> dict[str, object]:
-        """The numbers of ``result.json``: layers, losses, steps, seconds, size (width, height), regularity."""
+        """The numbers of ``result.json``: layers, losses, steps, seconds, size (width, height), coarse-to-fine
+        levels used, regularity."""
         return {"layers": self.layers, "style_loss": self.style_loss, "tv_loss": self.tv_loss, "steps": self.steps,
+                "octaves": self.octaves,
                 "seconds": round(self.seconds, 3), "size": [self.image.shape[-1], self.image.shape[-2]],
                 "regularity": self.regularity.to_dict()}
 
@@ -296,7 +321,8 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         sample_size: resize the sample's longer side to this before measuring it (``None`` keeps it).
         spectrum_weight: weight of :class:`SpectrumMatch`, the sample's Fourier amplitude (Liu, Gousseau & Xia
             2016), which keeps the periods of regular textures (brick rows, mortar lines); 0 = Gram matrices only.
-        octaves: coarse-to-fine levels at 1/2^k of the size, sample and output alike; each starts from the
+        octaves: at most this many coarse-to-fine levels (:func:`coarse_levels` caps it by the sample's size)
+            at 1/2^k of the size, sample and output alike; each starts from the
             previous result upsampled, and the finest gets the most steps (2 levels: a third, then two thirds).
             Large structures first: at half size the deep layers see whole bricks, so the faces and their rows
             form there, and the full-size level sharpens the mortar lines (1 level alone leaves vertical streaks).
@@ -316,6 +342,7 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         model.layers[name]
     gen = torch.Generator().manual_seed(seed)
     level: dict[str, Any] = {}  # the current level's sample and Gram targets
+    octaves = min(octaves, coarse_levels(model, sample, layers))
 
     def objective_at(hw: tuple[int, int], f: float) -> Objective:
         level["sample"] = s_l = _resize_long(sample, max(16, round(max(sample.shape[-2:]) / f)))
@@ -334,7 +361,16 @@ def synthesize_texture(model: Model, sample: torch.Tensor, *, size: tuple[int, i
         tv = float(total_variation(x).sum())
     x, measured = x.cpu(), sample.cpu()
     reg = TextureRegularity(regularity(measured), regularity(x), regularity_score(measured, x))
-    return TextureResult(x, layers, s, tv, len(history), time.perf_counter() - started, measured, reg, history)
+    return TextureResult(x, layers, s, tv, len(history), time.perf_counter() - started, measured, reg, history,
+                         octaves)
+
+
+def coarse_levels(model: Model, sample: torch.Tensor, layers: Sequence[str]) -> int:
+    """How many coarse-to-fine levels ``sample`` allows: halving stops before the deepest layer of ``layers`` sees
+    fewer than 4 x 4 positions of the sample's shorter side (at 128 px on a stride-32 network the half level would
+    shrink 9-px bricks to 4.5 px, below what the shallow layers resolve, and the coarse start then hurts)."""
+    stride = max(float(model.layers[name].rf.stride[0]) for name in layers)
+    return max(1, 1 + math.floor(math.log2(min(sample.shape[-2:]) / (4 * stride))))
 
 
 def coarse_to_fine(model: Model, size: tuple[int, int], factors: Sequence[float],
@@ -431,7 +467,7 @@ class TextureRegularity:
 
 def _power(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hann-windowed power spectrum of the grey image of ``(1, 3, H, W)``; its frequency grids (cycles/pixel)."""
-    # luma, as a viewer sees it (the spectrum constraint optimises the channel mean instead, see _grey1): the
+    # luma, as a viewer sees it (the spectrum constraint matches the channels instead): the
     # measure stays independent of what the constraint matches
     g = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[0].double() if x.shape[1] == 3 else x[0, 0].double()
     h, w = g.shape
