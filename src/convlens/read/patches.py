@@ -52,14 +52,15 @@ class Patch:
     rf_box: tuple[int, int, int, int] | None = None
     fallback: str | None = None
     """Why an effective-field crop fell back to the theoretical field (its guided gradient is zero everywhere):
-    ``"resting"`` -- the plain gradient is zero too, the unit does not respond to any pixel there: its value is
-    the one it takes with nothing in its window (e.g. ``BN(0)`` after a depthwise kernel of one sign), a floor
-    it rests at, not a response, so its guided map is undefined; ``"guided"`` -- only guided backprop is zero
-    (every path to the pixels passes a negative weight, and guided keeps positive paths only)."""
+    ``"resting"`` -- the plain gradient is zero too: every rectifier between the unit and the pixels is clamped
+    (off, or at its ceiling), so the unit does not respond to any pixel there and its guided map is undefined;
+    typically an off-unit at the value it takes with nothing in its window (``BN(0)`` after a negative depthwise
+    kernel), a floor it rests at, not a response; ``"guided"`` -- only guided backprop is zero (every path to the
+    pixels passes a negative weight, and guided keeps positive paths only)."""
 
 
-FALLBACKS = {"resting": "plain gradient zero too: the unit does not respond to its pixels there, its value is the "
-                        "one it takes with nothing in its window (a resting value, not a response)",
+FALLBACKS = {"resting": "plain gradient zero too: the unit does not respond to any pixel there (every rectifier "
+                        "on the way clamped), typically the value it takes with nothing in its window",
              "guided": "only guided backprop is zero: every path to the pixels passes a negative weight"}
 
 
