@@ -5,14 +5,15 @@ One style transfer of tubingen x starry_night (``../shared/data``) on the embedd
 at 150 dpi), ``--steps`` in all, the octaves the CLI picks (one per doubling above 384 px). The full-size level is
 snapshotted every L-BFGS chunk (by wrapping the coarse-to-fine loop's callback), and each snapshot's mean and max
 absolute difference from the final picture is printed with the loss and the seconds so far: how much the remaining
-full-level steps still change. Run under ``/usr/bin/time -v`` for the peak memory.
+full-level steps still change. Prints CPU seconds and the peak memory.
 
-    OMP_NUM_THREADS=1 /usr/bin/time -v python benchmarks/bench_style_print.py [--size 1754] [--steps 200]
+    OMP_NUM_THREADS=1 python benchmarks/bench_style_print.py [--size 1754] [--steps 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 import convlens
 import convlens.synthesize.style as style_module
 from convlens.images import load_image, to_pil, to_pixels
+from convlens.runtime import tune_allocator
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -33,6 +35,7 @@ def main() -> None:
     ap.add_argument("--save", default=None, help="Write the final picture here (PNG).")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    tune_allocator()  # as the CLI: without it page faults add about as much system time as the work itself
     octaves = 1
     while args.size / 2 ** (octaves - 1) > 384:  # as the CLI
         octaves += 1
@@ -61,8 +64,10 @@ def main() -> None:
                                           octaves=octaves, seed=0)
     finally:
         style_module.coarse_to_fine = loop
-    print(f"{args.size} px, {args.steps} steps, {octaves} octaves: {res.seconds:.1f} s; content {res.content_loss:.4f}"
-          f", style {res.style_loss:.5f}")
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"{args.size} px, {args.steps} steps, {octaves} octaves: {res.seconds:.1f} s wall, CPU {cpu.ru_utime:.0f} s "
+          f"user + {cpu.ru_stime:.0f} s system, peak RSS {cpu.ru_maxrss / 1e6:.1f} GB; content {res.content_loss:.4f}, "
+          f"style {res.style_loss:.5f}")
     for hw, steps in levels.items():
         print(f"  level {hw[1]}x{hw[0]}: steps {steps[0]}-{steps[-1]}")
     before = max((s for hw, st in levels.items() if hw != tuple(res.image.shape[-2:]) for s in st), default=0)
