@@ -102,3 +102,48 @@ def test_microscope_crops_a_whole_field_unit_like_top_patches(lite0, sample_dir,
         size = Image.open(out / "layers" / "blocks.4" / "img" / f"c0_p{j}.jpg").size
         scale = max(1, 112 // max(x1 - x0, y1 - y0))  # the page upscales small crops to 112 px
         assert size == ((x1 - x0) * scale, (y1 - y0) * scale) and (x1 - x0) * (y1 - y0) < 0.5 * 224 * 224
+
+
+class _OffUnits(torch.nn.Module):
+    """Hand-set: ``pre = ReLU6(grey), ReLU6(grey + 3), ReLU6(grey)``; a depthwise 3x3 mean with signs ``-, -, +``
+    and biases ``2, 6, 0``; then ReLU6 (``act``). Channel 0 is an off-unit: its maximum, 2, is its value with a
+    dark (all-zero) window -- a resting value with zero gradient. Channel 1 never rests but only falls with its
+    input, so guided backprop (positive paths only) is zero while the plain gradient is not. Channel 2 is normal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre = torch.nn.Conv2d(3, 3, 1)
+        self.act_pre = torch.nn.ReLU6()
+        self.dw = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3)
+        self.act = torch.nn.ReLU6()
+        with torch.no_grad():
+            self.pre.weight.fill_(1 / 3)
+            self.pre.bias.copy_(torch.tensor([0.0, 3.0, 0.0]))
+            self.dw.weight.copy_(torch.tensor([-1.0, -1.0, 1.0]).view(3, 1, 1, 1).expand(3, 1, 3, 3) / 9)
+            self.dw.bias.copy_(torch.tensor([2.0, 6.0, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.dw(self.act_pre(self.pre(x)))).mean((2, 3))
+
+
+def test_zero_guided_map_says_why_resting_unit_or_negative_paths(tmp_path, one_thread):
+    from PIL import Image
+
+    import convlens
+
+    model = convlens.Model.wrap(_OffUnits().eval(), mean=(0.5,) * 3, std=(0.25,) * 3, size=16, labels=["a", "b", "c"])
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        a = rng.uniform(0.55, 0.95, (16, 16, 3))
+        y, x = rng.integers(2, 10, 2)
+        a[y:y + 5, x:x + 5] = 0.1  # a dark square: channel 0 rests at 2 inside it
+        Image.fromarray((255 * a).astype(np.uint8)).save(tmp_path / f"{i}.png")
+    tp = top_patches(model, tmp_path, "act", k=3, progress=False, crop="erf", min_side=3)
+    rest, neg, normal = tp.patches
+    assert all(abs(p.value - 2.0) < 1e-5 for p in rest) and tp.ties[0] == 3  # every top value is the resting one
+    assert [p.fallback for p in rest] == ["resting"] * 3 and all(p.box == p.rf_box for p in rest)
+    assert [p.fallback for p in neg] == ["guided"] * 3
+    assert [p.fallback for p in normal] == [None] * 3
+    assert tp.guided is not None and all(float(g.sub(0.5).abs().max()) == 0 for g in tp.guided[0])  # blank tiles
+    fig = top_patches_figure(tp, guided=[[to_rgb(t) for t in row] for row in tp.guided])
+    assert fig.width > 6 * 64

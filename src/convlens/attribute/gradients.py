@@ -128,7 +128,7 @@ def integrated_gradients(model: Model, x: torch.Tensor, target: TargetLike = Non
 
 
 def guided_units(model: Model, layer: str, pixels: torch.Tensor, channels: Sequence[int], ys: Sequence[int],
-                 xs: Sequence[int]) -> torch.Tensor:
+                 xs: Sequence[int], *, rule: str = "guided") -> torch.Tensor:
     """Guided-backprop image (Springenberg et al. 2015) of one unit per image, all in ONE forward/backward pass:
     ``d act[b, c_b, y_b, x_b] / d pixels[b]``.
 
@@ -138,7 +138,8 @@ def guided_units(model: Model, layer: str, pixels: torch.Tensor, channels: Seque
 
     When ``layer`` ends in a rectifier (a ReLU6 output, a Conv-BN-ReLU block) the gradient is taken of the unit's
     pre-activation, the input of that last rectifier: a ReLU6 unit saturated at 6 (the typical top unit) has zero
-    derivative through its own clamp, which used to make every guided tile blank grey.
+    derivative through its own clamp, which used to make every guided tile blank grey. ``rule="gradient"`` gives
+    the plain gradient of the same unit (whether the unit responds to its pixels at all).
     """
     from ..core.taps import Tap, backward_rule
     from ..read.scan import last_rectifier
@@ -151,7 +152,7 @@ def guided_units(model: Model, layer: str, pixels: torch.Tensor, channels: Seque
     if rect is not None:
         handle = rect.register_forward_pre_hook(lambda m, a: pre.append(a[0].clone()) if not pre else None)
     try:
-        with torch.enable_grad(), backward_rule("guided", model, strict=False), \
+        with torch.enable_grad(), backward_rule(rule, model, strict=False), \
                 Tap(model, layer, stop=True) as tap:
             tap.run(x)
             a = pre[0] if pre and pre[0].shape == tap.outputs[layer].shape else tap.outputs[layer]

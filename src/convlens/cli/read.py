@@ -200,7 +200,7 @@ def top_patches_cmd(run, dataset: str, layer: str | None, channels: str, k: int,
               "erf_mass": tp.mass, "channels": [
         {"channel": c, "tied": t, "patches": [{"file": str(p.file), "value": p.value, "mean": p.mean,
                                               "box": list(p.box), "unit": [p.y, p.x], "clipped": p.clipped,
-                                              "rf_box": list(p.rf_box or p.box)}
+                                              "rf_box": list(p.rf_box or p.box), "fallback": p.fallback}
                                              for p in ps]}
         for c, ps, t in zip(tp.channels, tp.patches, tp.ties or [0] * len(tp.channels))]})
 

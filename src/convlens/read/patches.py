@@ -15,7 +15,7 @@ pixels. The same batched :func:`~convlens.attribute.gradients.guided_units` pass
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,18 @@ class Patch:
     pixels: torch.Tensor = field(repr=False)
     mean: float | None = None  # the channel's mean over this image's map: the key that ranks equal maxima
     rf_box: tuple[int, int, int, int] | None = None
+    fallback: str | None = None
+    """Why an effective-field crop fell back to the theoretical field (its guided gradient is zero everywhere):
+    ``"resting"`` -- the plain gradient is zero too: every rectifier between the unit and the pixels is clamped
+    (off, or at its ceiling), so the unit does not respond to any pixel there and its guided map is undefined;
+    typically an off-unit at the value it takes with nothing in its window (``BN(0)`` after a negative depthwise
+    kernel), a floor it rests at, not a response; ``"guided"`` -- only guided backprop is zero (every path to the
+    pixels passes a negative weight, and guided keeps positive paths only)."""
+
+
+FALLBACKS = {"resting": "plain gradient zero too: the unit does not respond to any pixel there (every rectifier "
+                        "on the way clamped), typically the value it takes with nothing in its window",
+             "guided": "only guided backprop is zero: every path to the pixels passes a negative weight"}
 
 
 @dataclass
@@ -122,13 +134,16 @@ def erf_box(mass: np.ndarray, cy: float, cx: float, *, fraction: float = 0.9, mi
             (int(x0[i]), int(y0[i]), int(x0[i]) + s, int(y0[i]) + s))
 
 
-def _unit_gradients(model: Model, tp: TopPatches, batch_size: int
+def _unit_gradients(model: Model, tp: TopPatches, batch_size: int, *, rule: str = "guided",
+                    only: set[tuple[int, int]] | None = None
                     ) -> Iterator[tuple[int, int, Patch, torch.Tensor, torch.Tensor]]:
-    """``(row, column, patch, guided gradient 3 x H x W, image pixels)`` of every top unit, the units through
-    :func:`~convlens.attribute.gradients.guided_units` ``batch_size`` at a time (one backward pass per batch)."""
+    """``(row, column, patch, guided gradient 3 x H x W, image pixels)`` of every top unit (or of the ``(row,
+    column)`` in ``only``), the units through :func:`~convlens.attribute.gradients.guided_units` ``batch_size``
+    at a time (one backward pass per batch); ``rule="gradient"`` for the plain gradient."""
     from ..attribute.gradients import guided_units
 
-    flat = [(i, j, c, p) for i, (c, ps) in enumerate(zip(tp.channels, tp.patches)) for j, p in enumerate(ps)]
+    flat = [(i, j, c, p) for i, (c, ps) in enumerate(zip(tp.channels, tp.patches)) for j, p in enumerate(ps)
+            if only is None or (i, j) in only]
     cache: dict[Path, torch.Tensor] = {}
     for s in range(0, len(flat), batch_size):
         part = flat[s:s + batch_size]
@@ -137,7 +152,7 @@ def _unit_gradients(model: Model, tp: TopPatches, batch_size: int
                 cache[p.file] = model.preprocess.to_tensor(p.file)
         x = torch.stack([cache[p.file] for *_, p in part])
         g = guided_units(model, tp.layer, x, [c for _, _, c, _ in part], [p.y for *_, p in part],
-                         [p.x for *_, p in part]).cpu()
+                         [p.x for *_, p in part], rule=rule).cpu()
         for n, (i, j, _, p) in enumerate(part):
             yield i, j, p, g[n], cache[p.file]
 
@@ -147,7 +162,8 @@ def erf_crop(model: Model, tp: TopPatches, *, mass: float = 0.9, min_side: int |
     """``tp`` with every patch re-cropped to its unit's effective field: the smallest square centred on the unit
     holding ``mass`` of its guided-backprop magnitude (see :func:`erf_box`; ``min_side`` defaults to twice the
     layer's stride, at least 16 px), clipped to the theoretical field. Also fills ``tp.guided`` from the same
-    batched pass. Patches of a unit with an all-zero gradient keep their receptive-field crop."""
+    batched pass. Patches of a unit with an all-zero guided gradient keep their receptive-field crop, and say why
+    (``Patch.fallback``, from one plain-gradient pass over just those units)."""
     from ..show.figures import display_signed
 
     if not 0 < mass <= 1:
@@ -156,17 +172,22 @@ def erf_crop(model: Model, tp: TopPatches, *, mass: float = 0.9, min_side: int |
     side = int(min_side) if min_side is not None else max(16, int(2 * max(rf.stride)))
     rows: list[list[Patch]] = [list(ps) for ps in tp.patches]
     guided: list[list[torch.Tensor]] = [[torch.empty(0)] * len(ps) for ps in tp.patches]
+    flat: set[tuple[int, int]] = set()
     for i, j, p, g, img in _unit_gradients(model, tp, batch_size):
         rfb = p.rf_box if p.rf_box is not None else p.box
         found = unit_erf_box(rf, g, p.y, p.x, rfb, mass=mass, min_side=side)
         if found is None:
             guided[i][j] = display_signed(g[:, rfb[1]:rfb[3], rfb[0]:rfb[2]])
+            flat.add((i, j))
             continue
         box, full = found
         bx0, by0, bx1, by1 = box
         rows[i][j] = Patch(p.file, p.value, p.y, p.x, box, full, box != full, img[:, by0:by1, bx0:bx1].clone(),
                            p.mean, rfb)
         guided[i][j] = display_signed(g[:, by0:by1, bx0:bx1])
+    if flat:
+        for i, j, p, g, _ in _unit_gradients(model, tp, batch_size, rule="gradient", only=flat):
+            rows[i][j] = replace(p, fallback="guided" if g.abs().sum() > 0 else "resting")
     return TopPatches(tp.layer, tp.channels, rows, tp.rf_size, tp.ties, tp.secondary, "erf", mass, guided,
                       tp.input_size or model.preprocess.size)
 

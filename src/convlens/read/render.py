@@ -31,7 +31,7 @@ from ..show.figures import (
 from .activations import ActivationMaps
 from .embedding import Embedding
 from .neighbors import Neighbors
-from .patches import TopPatches
+from .patches import FALLBACKS, TopPatches
 from .receptive_field import EmpiricalRF
 from .reducers import DeadCount
 from .weights import Filters
@@ -194,10 +194,13 @@ def top_patches_figure(tp: TopPatches, *, patch_px: int = 64, guided: Sequence[S
         def label(p, tied: int = tied) -> str:
             s = f"{p.value:.2f}" + (f" m{p.mean:.2f}" if tied and p.mean is not None else "")
             return s + (f" {p.full[2] - p.full[0]}px" if erf else "")
-        labels = [label(p) if i == 0 else "guided" for p in patches for i in range(2 if guided is not None else 1)]
+        labels = [label(p) if i == 0 else ("guided" if p.fallback is None else f"0 ({p.fallback})")
+                  for p in patches for i in range(2 if guided is not None else 1)]
         g = grid(tiles, ncols=len(tiles), labels=labels, label_size=9, pad=2)
         lab = Image.new("RGB", (46, g.height), (255, 255, 255))
         ImageDraw.Draw(lab).text((4, g.height // 2 - 8), f"ch {c}", fill=(0, 0, 0), font=font(11, True))
+        if patches and all(p.fallback == "resting" for p in patches):
+            ImageDraw.Draw(lab).text((4, g.height // 2 + 6), "at rest", fill=(200, 30, 30), font=font(9))
         rows.append(side_by_side([lab, g], pad=0))
     body = stack(rows, pad=1)
     n = max(len(p) for p in tp.patches)
@@ -212,8 +215,12 @@ def top_patches_figure(tp: TopPatches, *, patch_px: int = 64, guided: Sequence[S
         head = (f"{tp.layer}: top {n} patches per channel, "
                 f"cropped to the {side_h}x{side_w} receptive field (red corner: clipped at the border)")
     if any(tp.ties):
-        head += (f"\n{sum(tp.ties)} patches share their maximum with another (a saturating layer): equal maxima "
-                 f"ranked by the {tp.secondary} ('m' value)")
+        head += (f"\n{sum(tp.ties)} patches share their maximum with another (a unit clipped at its ceiling, or at "
+                 f"rest): equal maxima ranked by the {tp.secondary} ('m' value)")
+    for why, text in FALLBACKS.items():
+        n_fb = sum(p.fallback == why for ps in tp.patches for p in ps)
+        if n_fb:
+            head += f"\n{n_fb} guided maps are zero, crops = theoretical field ('0 ({why})'): {text}"
     if guided is not None:
         head += "\nguided backprop: signed, grey = 0, 99th percentile of |g| = full contrast"
     return title(body, head, size=13)
