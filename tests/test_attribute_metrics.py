@@ -16,7 +16,7 @@ from convlens.attribute import (
     rise_masks,
     saliency,
 )
-from convlens.attribute.greedy import _search
+from convlens.attribute.greedy import _order, _search
 from convlens.attribute.occlusion import _filler
 from convlens.core.engine import openvino_available
 
@@ -189,12 +189,14 @@ def test_greedy_insertion_is_batched_and_takes_any_target(tiny, xs):
         # the map returned is one of the candidates: the search on either grid, or the prior map itself
         prior = saliency(tiny, xs[i:i + 1], "guided_gradcam", t[i:i + 1])[0].clamp(min=0)
         candidates = [greedy_insertion(tiny, xs[i:i + 1], t[i:i + 1], cells=c, engine="torch")[0] for c in (8, 16)]
-        candidates.append(prior / prior.max().clamp(min=1e-12))
+        candidates.append(_order(prior))  # as a reveal order, like the searches' maps
         assert any(torch.allclose(both[i], c) for c in candidates)
     assert torch.equal(saliency(tiny, xs, "greedy", t, cells=(8, 16), engine="torch"), both)
     for target in (Unit("conv4", 2), convlens.attribute.margin(0, 1)):
         m = greedy_insertion(tiny, xs, target, cells=16, engine="torch")
         assert m.shape == (2, 32, 32) and torch.isfinite(m).all()
+    order = _order(torch.tensor([[0.5, 2.0], [0.5, -1.0]]))
+    assert torch.equal(order, torch.tensor([[0.75, 1.0], [0.5, 0.25]]))  # ties in pixel order
     with pytest.raises(ValueError, match="cells"):
         greedy_insertion(tiny, xs, t, cells=0)
     with pytest.raises(ValueError, match="stop"):

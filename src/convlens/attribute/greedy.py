@@ -9,8 +9,8 @@ raises the score (a flat round), a prior map breaks the tie and orders the pixel
 
 A greedy search is myopic, and which grid finds the object depends on the object (a snake's evidence is spread
 over many cells, a bird's sits in one): the search runs on grids of several cell sizes, and keeps whichever
-order -- one per grid, or the prior map's own -- reveals the target soonest in its own game (the area under its
-insertion curve at ``check_steps`` points), as restarts of any search keep the best.
+order -- one per grid, or the prior map's own -- plays both of Petsiuk et al.'s games best in its own score
+(insertion area minus deletion area at ``check_steps`` points), as restarts of any search keep the best.
 
 Forward-only: each round scores every remaining cell as one batch of masked copies on the fastest checked
 engine (:mod:`convlens.attribute._forward`); about 3,000 copies of a 224 x 224 image at the defaults.
@@ -50,7 +50,8 @@ def greedy_insertion(model: Model, x: torch.Tensor, target: TargetLike = None, *
     :data:`~convlens.attribute.METHODS`, normalised to its largest cell; ``None``: no prior). Once the score
     reaches ``stop`` of the way from the canvas to the image, the last round's merits order the remaining cells.
     Within a cell, pixels follow the prior map. Of the orders found (one per cell size) and the prior's own,
-    the one with the largest insertion area over ``check_steps`` steps is returned.
+    the one with the largest insertion area minus deletion area (pixels set to black) over ``check_steps``
+    steps is returned, always in the same units: the reveal order, 1 for the first pixel.
 
     The score is the softmax probability of a class target, and a unit's activation or an output score
     otherwise (:func:`~convlens.attribute._common.scores`, eager PyTorch).
@@ -84,9 +85,9 @@ def greedy_insertion(model: Model, x: torch.Tensor, target: TargetLike = None, *
                 pix = pix / pix.max().clamp(min=1e-12)
             found = [_search(x[i], canvas[i], c, score, pix, reveal, stop, prior_weight, batch_size) for c in sizes]
             if pix is not None:
-                found.append(pix)
-            areas = [_insertion_area(x[i], canvas[i], m, score, check_steps, batch_size) for m in found]
-            out[i] = found[max(range(len(found)), key=areas.__getitem__)]
+                found.append(_order(pix))
+            merit = [_games(x[i], canvas[i], m, score, check_steps, batch_size) for m in found]
+            out[i] = found[max(range(len(found)), key=merit.__getitem__)]
     return out
 
 
@@ -129,15 +130,23 @@ def _search(x: torch.Tensor, canvas: torch.Tensor, cell: int, score: Any, pix: t
     return m.to(x.dtype)
 
 
-def _insertion_area(x: torch.Tensor, canvas: torch.Tensor, m: torch.Tensor, score: Any, steps: int,
-                    batch_size: int) -> float:
-    """Area under the insertion curve of map ``m`` (its pixels copied onto the canvas in decreasing order, in
-    ``steps`` equal groups; ties in pixel order), in the search's own score."""
+def _order(m: torch.Tensor) -> torch.Tensor:
+    """A map as its reveal order: ``1 - rank / pixels`` (1 = the largest value; ties in pixel order)."""
+    rank = torch.empty(m.numel(), dtype=torch.float32, device=m.device)
+    rank[m.flatten().argsort(descending=True, stable=True)] = torch.arange(m.numel(), dtype=torch.float32,
+                                                                            device=m.device)
+    return (1 - rank / m.numel()).view(m.shape).to(m.dtype)
+
+
+def _games(x: torch.Tensor, canvas: torch.Tensor, m: torch.Tensor, score: Any, steps: int, batch_size: int
+           ) -> float:
+    """Insertion area minus deletion area of map ``m`` in the search's own score: its pixels, in decreasing order
+    and ``steps`` equal groups (ties in pixel order), copied onto the canvas, or set to black in the image."""
     rank = torch.empty(m.numel(), dtype=torch.long, device=m.device)
     rank[m.flatten().argsort(descending=True, stable=True)] = torch.arange(m.numel(), device=m.device)
-    rank = rank.view(m.shape)
-    counts = [round(m.numel() * k / steps) for k in range(steps + 1)]
-    curve = torch.cat([score(torch.where(rank[None, None] < torch.tensor(counts[s:s + batch_size], device=m.device
-                                                                           ).view(-1, 1, 1, 1), x[None], canvas[None]))
-                       for s in range(0, steps + 1, batch_size)])
-    return float(torch.trapezoid(curve, dx=1 / steps))
+    counts = torch.tensor([round(m.numel() * k / steps) for k in range(steps + 1)], device=m.device)
+    shown = rank.view(1, 1, *m.shape) < counts.view(-1, 1, 1, 1)  # (steps + 1, 1, H, W)
+    black = torch.zeros_like(x)
+    curves = [torch.cat([score(torch.where(part, a[None], b[None])) for part in shown.split(batch_size)])
+              for a, b in ((x, canvas), (black, x))]
+    return float(torch.trapezoid(curves[0], dx=1 / steps) - torch.trapezoid(curves[1], dx=1 / steps))
