@@ -180,3 +180,21 @@ def test_a_flat_map_gets_no_invented_scale() -> None:
     assert display_range(np.zeros((8, 8)))[1] < 1e-3
     m = np.linspace(0, 0.086, 64).reshape(8, 8)
     assert display_range(m) == (0.0, pytest.approx(np.percentile(m, 99.5)))
+
+
+def test_a_rise_map_is_drawn_from_its_own_baseline() -> None:
+    """RISE's values sit on the mean score over all masks (here 0.40, the object 0.48): drawn from 0, the whole
+    photo came out red; its overlay starts at the map's low end, while occlusion's drop keeps its 0."""
+    import numpy as np
+
+    from convlens.show.attribution import overlay_with_colorbar
+
+    m = np.full((32, 32), 0.40)
+    m[8:16, 8:16] = 0.48  # the object
+    photo = Image.new("RGB", (32, 32), (128, 128, 128))
+    for method in ("rise", "occlusion"):
+        arr = np.asarray(overlay_with_colorbar(photo, m, (0, 0, 32, 32), method=method), np.float32)[:32, :32]
+        obj, background = arr[12, 12], arr[28, 28]
+        assert obj[0] > obj[2]  # the object is red (the top of the scale) either way
+        # the background: blue (the bottom of RISE's own scale), but orange on occlusion's scale from 0
+        assert (background[2] > background[0]) == (method == "rise"), (method, background)

@@ -176,7 +176,7 @@ def _saliency_folder(run, folder: str, names: list[str], target: str | None, sam
                 text = f"{item.stem}: {item.label} ({item.target}) p={item.probability:.3f} -- {name}"
                 save(overlay_with_colorbar(photo, m, box, method=name, caption_text=text), over)
                 alpha.parent.mkdir(parents=True, exist_ok=True)
-                alpha_overlay(photo.size, m, box).save(alpha)  # RGBA kept (save() makes RGB)
+                alpha_overlay(photo.size, m, box, method=name).save(alpha)  # RGBA kept (save() makes RGB)
             from PIL import Image
 
             with Image.open(over) as im:

@@ -206,14 +206,20 @@ LABELS["rise"] = "RISE"
 LABELS["greedy"] = "greedy insertion"
 OVERLAY_METHODS = OVERLAY_METHODS + ("rise", "greedy")  # coarse, like Grad-CAM: drawn over the photo
 
-__all__ += ["UNITS", "display_range", "overlay_with_colorbar", "alpha_overlay", "contact_sheet", "compare_figure",
+__all__ += ["UNITS", "FLOATING", "display_range", "overlay_with_colorbar", "alpha_overlay", "contact_sheet", "compare_figure",
             "audit_figure", "audit_gallery"]
 
 
-def display_range(m: np.ndarray, q: float = 99.5) -> tuple[float, float]:
-    """The colour scale of a map: from ``min(0, min)`` to its ``q``-th percentile (a few extreme pixels of a
-    gradient map would otherwise leave the rest dark); both in the map's own units."""
-    lo = min(0.0, float(np.min(m)))
+FLOATING = ("rise",)
+"""Methods whose maps sit on a baseline rather than on 0 (RISE: the mean score over all masks, e.g. 0.25 to 0.5):
+their colour scale starts at the map's own low end, or the whole map would be one colour."""
+
+
+def display_range(m: np.ndarray, q: float = 99.5, *, floating: bool = False) -> tuple[float, float]:
+    """The colour scale of a map: from ``min(0, min)`` (``floating``: from its ``100 - q``-th percentile) to its
+    ``q``-th percentile (a few extreme pixels of a gradient map would otherwise leave the rest dark); both in the
+    map's own units."""
+    lo = float(np.percentile(m, 100 - q)) if floating else min(0.0, float(np.min(m)))
     hi = float(np.percentile(m, q))
     if hi <= lo:
         hi = _flat(m, lo)
@@ -289,7 +295,7 @@ def overlay_with_colorbar(photo: Image.Image, saliency: ArrayLike, box: Sequence
     from .figures import caption
 
     m = saliency.detach().float().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency)
-    lo, hi = display_range(m)
+    lo, hi = display_range(m, floating=method in FLOATING)
     base = photo.convert("RGB")
     on, inside = _map_on_photo(m, base.size, box)
     idx = (np.clip((on - lo) / (hi - lo), 0, 1) * 255).round().astype(np.int64)
@@ -306,12 +312,12 @@ def overlay_with_colorbar(photo: Image.Image, saliency: ArrayLike, box: Sequence
     return canvas
 
 
-def alpha_overlay(size: tuple[int, int], saliency: ArrayLike, box: Sequence[float], *, cmap: str = "jet",
-                  max_alpha: float = 0.8) -> Image.Image:
+def alpha_overlay(size: tuple[int, int], saliency: ArrayLike, box: Sequence[float], *, method: str = "",
+                  cmap: str = "jet", max_alpha: float = 0.8) -> Image.Image:
     """A transparent RGBA layer of the photo's ``size`` for compositing: the map's colour, opacity rising with
     its value (same scale as :func:`overlay_with_colorbar`), fully transparent outside the crop ``box``."""
     m = saliency.detach().float().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency)
-    lo, hi = display_range(m)
+    lo, hi = display_range(m, floating=method in FLOATING)
     on, inside = _map_on_photo(m, size, box)
     v = np.clip((on - lo) / (hi - lo), 0, 1)
     rgb = _lut(cmap)[(v * 255).round().astype(np.int64)]
