@@ -66,7 +66,8 @@ def test_guided_patches_are_batched_guided_units(tiny, tmp_path: Path) -> None:
         box = rf.box(y, x, 32, 32)
         rows.setdefault(c, []).append(Patch(f, 1.0, y, x, box, box, False, torch.zeros(3, 1, 1)))
     tp = TopPatches("conv2", list(rows), list(rows.values()), rf.size)
-    got = guided_patches(tiny, tp, batch_size=3)  # two passes for four units
+    got = guided_patches(tiny, tp, batch_size=3).guided  # two passes for four units
+    assert got is not None and tp.guided is None  # a new TopPatches; the caller's is left as it was
     for i, (c, ps) in enumerate(rows.items()):
         for j, p in enumerate(ps):
             x = tiny.preprocess.to_tensor(p.file)[None]

@@ -59,7 +59,7 @@ def test_whole_rf_layer_crops_are_smaller_than_the_image_and_hold_the_unit(lite0
             assert p.full[2] - p.full[0] >= 2 * rf.stride[1]  # at least the minimum side
             assert tuple(p.pixels.shape) == (3, y1 - y0, x1 - x0) == tuple(g.shape)
             assert p.rf_box is not None and p.rf_box[0] <= x0 and p.rf_box[2] >= x1
-    assert guided_patches(lite0, tp) is tp.guided  # no second backward pass
+    assert guided_patches(lite0, tp) is tp  # no second backward pass
     # the figure says what the crop is and what the theoretical field is
     fig = top_patches_figure(tp, guided=[[to_rgb(t) for t in row] for row in tp.guided])
     assert fig.width > 6 * 64
@@ -147,3 +147,6 @@ def test_zero_guided_map_says_why_resting_unit_or_negative_paths(tmp_path, one_t
     assert tp.guided is not None and all(float(g.sub(0.5).abs().max()) == 0 for g in tp.guided[0])  # blank tiles
     fig = top_patches_figure(tp, guided=[[to_rgb(t) for t in row] for row in tp.guided])
     assert fig.width > 6 * 64
+    # the theoretical-field crop says the same, from guided_patches
+    rf = guided_patches(model, top_patches(model, tmp_path, "act", k=3, progress=False, crop="rf"))
+    assert [[p.fallback for p in ps] for ps in rf.patches] == [["resting"] * 3, ["guided"] * 3, [None] * 3]

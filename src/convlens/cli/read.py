@@ -194,7 +194,8 @@ def top_patches_cmd(run, dataset: str, layer: str | None, channels: str, k: int,
     tp = top_patches(model, load_dataset(dataset, limit=limit), layer, channels=chans, k=k, crop=crop)
     g = None
     if guided:
-        g = [[render.to_rgb(t) for t in row] for row in guided_patches(model, tp)]
+        tp = guided_patches(model, tp)  # with the reason of every all-zero guided map
+        g = [[render.to_rgb(t) for t in row] for row in tp.guided or []]
     save(render.top_patches_figure(tp, guided=g), run.out / "top_patches.png")
     run.save({"layer": layer, "receptive_field": list(tp.rf_size), "ties_ranked_by": tp.secondary, "crop": tp.crop,
               "erf_mass": tp.mass, "channels": [

@@ -185,11 +185,17 @@ def erf_crop(model: Model, tp: TopPatches, *, mass: float = 0.9, min_side: int |
         rows[i][j] = Patch(p.file, p.value, p.y, p.x, box, full, box != full, img[:, by0:by1, bx0:bx1].clone(),
                            p.mean, rfb)
         guided[i][j] = display_signed(g[:, by0:by1, bx0:bx1])
-    if flat:
-        for i, j, p, g, _ in _unit_gradients(model, tp, batch_size, rule="gradient", only=flat):
-            rows[i][j] = replace(p, fallback="guided" if g.abs().sum() > 0 else "resting")
+    _why_zero(model, replace(tp, patches=rows), flat, batch_size)
     return TopPatches(tp.layer, tp.channels, rows, tp.rf_size, tp.ties, tp.secondary, "erf", mass, guided,
                       tp.input_size or model.preprocess.size)
+
+
+def _why_zero(model: Model, tp: TopPatches, flat: set[tuple[int, int]], batch_size: int) -> None:
+    """Set ``Patch.fallback`` of the units ``flat`` (row, rank) whose guided map is zero, in place, from one
+    plain-gradient pass over just those: ``resting`` (the plain gradient is zero too) or ``guided``."""
+    if flat:
+        for i, j, p, g, _ in _unit_gradients(model, tp, batch_size, rule="gradient", only=flat):
+            tp.patches[i][j] = replace(p, fallback="guided" if g.abs().sum() > 0 else "resting")
 
 
 def unit_erf_box(rf: Any, grad: torch.Tensor, y: int, x: int, rf_box: tuple[int, int, int, int], *,
@@ -242,8 +248,9 @@ def large_rf(model: Model, layer: str) -> bool:
     return rf.whole or max(rf.size[0] / h, rf.size[1] / w) >= 0.5
 
 
-def guided_patches(model: Model, tp: TopPatches, *, batch_size: int = 16) -> list[list[torch.Tensor]]:
-    """The guided-backpropagation image (Springenberg et al. 2015) of every top unit, cropped like its patch.
+def guided_patches(model: Model, tp: TopPatches, *, batch_size: int = 16) -> TopPatches:
+    """``tp`` with the guided-backpropagation image (Springenberg et al. 2015) of every top unit in ``guided``,
+    cropped like its patch, and the reason of every all-zero one in its ``Patch.fallback`` (as :func:`erf_crop`).
 
     Units go through :func:`~convlens.attribute.gradients.guided_units` ``batch_size`` at a time (one backward
     pass per batch, not per unit). Each is ``3 x h x w`` scaled for display by the shared
@@ -252,9 +259,15 @@ def guided_patches(model: Model, tp: TopPatches, *, batch_size: int = 16) -> lis
     from ..show.figures import display_signed
 
     if tp.guided is not None:  # computed with the effective-field crops, in the same pass
-        return tp.guided
+        return tp
+    out = replace(tp, patches=[list(ps) for ps in tp.patches])
     rows: list[list[torch.Tensor]] = [[torch.empty(0)] * len(ps) for ps in tp.patches]
+    flat: set[tuple[int, int]] = set()
     for i, j, p, g, _ in _unit_gradients(model, tp, batch_size):
         x0, y0, x1, y1 = p.box
         rows[i][j] = display_signed(g[:, y0:y1, x0:x1])
-    return rows
+        if not bool(g.abs().sum() > 0):
+            flat.add((i, j))
+    _why_zero(model, out, flat, batch_size)
+    out.guided = rows
+    return out

@@ -481,7 +481,8 @@ def _sec_activations(ctx: TourContext, out: SectionOutput) -> None:
     files, k = ctx.dataset_files(), ctx.q(6, 9)
     channels = list(range(min(acts.channels, ctx.q(6, 12))))
     tp = top_patches(ctx.model, files, layer, channels=channels, k=k, progress=False)
-    guided = [[to_rgb(t) for t in row] for row in guided_patches(ctx.model, tp)]
+    tp = guided_patches(ctx.model, tp)
+    guided = [[to_rgb(t) for t in row] for row in tp.guided or []]
     ctx.figure(out, "top-patches", top_patches_figure(tp, patch_px=ctx.q(48, 64), guided=guided), photo=True,
                caption=f"Channels {channels[0]}-{channels[-1]} of {layer}: the {k} patches of the {len(files)} "
                "images that excite each most, with their guided-backprop images. " + ctx.dataset_note())
