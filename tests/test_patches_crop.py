@@ -126,18 +126,25 @@ class _OffUnits(torch.nn.Module):
         return self.act(self.dw(self.act_pre(self.pre(x)))).mean((2, 3))
 
 
-def test_zero_guided_map_says_why_resting_unit_or_negative_paths(tmp_path, one_thread):
+def _off_unit_photos(folder) -> None:
+    """Four 16 px photos, bright with one dark square each: channel 0 of :class:`_OffUnits` rests inside it."""
     from PIL import Image
 
-    import convlens
-
-    model = convlens.Model.wrap(_OffUnits().eval(), mean=(0.5,) * 3, std=(0.25,) * 3, size=16, labels=["a", "b", "c"])
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(4):
         a = rng.uniform(0.55, 0.95, (16, 16, 3))
         y, x = rng.integers(2, 10, 2)
         a[y:y + 5, x:x + 5] = 0.1  # a dark square: channel 0 rests at 2 inside it
-        Image.fromarray((255 * a).astype(np.uint8)).save(tmp_path / f"{i}.png")
+        Image.fromarray((255 * a).astype(np.uint8)).save(folder / f"{i}.png")
+
+
+def test_zero_guided_map_says_why_resting_unit_or_negative_paths(tmp_path, one_thread):
+
+    import convlens
+
+    model = convlens.Model.wrap(_OffUnits().eval(), mean=(0.5,) * 3, std=(0.25,) * 3, size=16, labels=["a", "b", "c"])
+    _off_unit_photos(tmp_path)
     tp = top_patches(model, tmp_path, "act", k=3, progress=False, crop="erf", min_side=3)
     rest, neg, normal = tp.patches
     assert all(abs(p.value - 2.0) < 1e-5 for p in rest) and tp.ties[0] == 3  # every top value is the resting one
@@ -150,3 +157,19 @@ def test_zero_guided_map_says_why_resting_unit_or_negative_paths(tmp_path, one_t
     # the theoretical-field crop says the same, from guided_patches
     rf = guided_patches(model, top_patches(model, tmp_path, "act", k=3, progress=False, crop="rf"))
     assert [[p.fallback for p in ps] for ps in rf.patches] == [["resting"] * 3, ["guided"] * 3, [None] * 3]
+
+
+def test_microscope_pages_say_why_a_guided_map_is_zero(tmp_path, one_thread):
+    """The microscope names the same reasons as top-patches, and keeps them when a rerun reuses the pictures."""
+    import convlens
+    from convlens.show.microscope import build_microscope
+
+    model = convlens.Model.wrap(_OffUnits().eval(), mean=(0.5,) * 3, std=(0.25,) * 3, size=16, labels=["a", "b", "c"])
+    _off_unit_photos(tmp_path / "photos")
+    out = tmp_path / "site"
+    for _ in range(2):  # the second run reuses the pictures and must keep the reasons
+        build_microscope(model, tmp_path / "photos", out, layers=["act"], k=3, vis_steps=0, progress=False)
+        pages = [(out / "layers" / "act" / f"{c}.html").read_text() for c in range(3)]
+        assert pages[0].count("guided map 0 (resting)") == 3
+        assert pages[1].count("guided map 0 (guided)") == 3
+        assert "guided map 0" not in pages[2]

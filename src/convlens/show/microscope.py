@@ -34,7 +34,7 @@ from ..core.cache import cache_key
 from ..errors import UserError
 from ..models import Model
 from ..read.dataset import Dataset, load_dataset
-from ..read.patches import large_rf, unit_erf_box
+from ..read.patches import FALLBACKS, large_rf, unit_erf_box
 from ..read.reducers import DeadUnits, Histogram, Reducer, TopK
 from . import figures as F
 from .html import render, save_image, slug, svg_histogram
@@ -303,7 +303,7 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
         summaries.append(summary)
 
         # pictures already written are reused only if made from this very scan / these weights and settings
-        _fresh(ldir / "img", "patches", key, ("c*_p*.jpg", "c*_g*.jpg"))
+        _fresh(ldir / "img", "patches", key, ("c*_p*.jpg", "c*_g*.jpg", _WHY))
         _fresh(ldir / "img", "vis", cache_key(model, "microscope-vis", vis_steps, vis_size, seed),
                ("c*_vis.png", "c*_w.png"))
         t = time.perf_counter()
@@ -315,6 +315,7 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
         t_vis += time.perf_counter() - t
 
         t = time.perf_counter()
+        why = json.loads((ldir / "img" / _WHY).read_text()) if (ldir / "img" / _WHY).is_file() else {}
         conv = _conv_for(model, name, channels)
         values = np.asarray(data[f"{name}|values"])
         ids = np.asarray(data[f"{name}|ids"])
@@ -340,7 +341,8 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
                                 "label": None if labels is None or i >= len(labels) else labels[i],
                                 "value": float(values[c, j]), "y": y, "x": x, "box": list(box),
                                 "clipped": tuple(box) != tuple(full) and not info.rf.whole,
-                                "patch": f"img/c{c}_p{j}.jpg", "guided": f"img/c{c}_g{j}.jpg"})
+                                "patch": f"img/c{c}_p{j}.jpg", "guided": f"img/c{c}_g{j}.jpg",
+                                "fallback": why.get(f"{c}_{j}")})
             weights = None
             if conv is not None:
                 wfile = ldir / "img" / f"c{c}_w.png"
@@ -351,7 +353,7 @@ def build_microscope(model: Model, dataset: str | Path | Dataset, out: str | Pat
             hist = svg_histogram(counts[c], edges) if c < len(counts) else ""
             frac_silent = float(silent[c]) / n_img if c < len(silent) else 0.0
             render("microscope_channel.html", ldir / f"{c}.html", **ctx_common, layer=summary, c=c,
-                   patches=patches, weights=weights, hist=hist, silent=frac_silent, dead=c in dead,
+                   patches=patches, fallbacks=FALLBACKS, weights=weights, hist=hist, silent=frac_silent, dead=c in dead,
                    vis=f"img/c{c}_vis.png" if vis_steps > 0 else None,
                    prev=f"{c - 1}.html" if c > 0 else None, next=f"{c + 1}.html" if c + 1 < shown else None,
                    hist_range=(float(edges[0]), float(edges[-1])))
@@ -377,9 +379,14 @@ def _fresh(folder: Path, what: str, key: str, patterns: Sequence[str]) -> None:
     stamp.write_text(key)
 
 
+_WHY = "zero_guided.json"  # per layer: "c_j" -> why that unit's guided map is zero (FALLBACKS of read.patches)
+
+
 def _patches_and_guided(model: Model, ds: Dataset, layer: str, data: dict[str, Any], ldir: Path, shown: int,
                         k: int, progress: bool, *, label: str, chunk: int = 16, side: int = 112) -> None:
-    """Write each channel's top-k patches and their guided-backprop crops (skipping files already there)."""
+    """Write each channel's top-k patches and their guided-backprop crops (skipping files already there), and
+    for every all-zero guided map its reason in ``img/zero_guided.json``, from one plain-gradient pass over just
+    those units: ``resting`` (the plain gradient is zero too) or ``guided`` (negative paths only)."""
     info = model.layers[layer]
     ids, ys, xs = (np.asarray(data[f"{layer}|{s}"]) for s in ("ids", "y", "x"))
     h, w = model.preprocess.size
@@ -391,6 +398,8 @@ def _patches_and_guided(model: Model, ds: Dataset, layer: str, data: dict[str, A
     jobs.sort(key=lambda cj: int(ids[cj[0], cj[1]]))
     erf, min_side = large_rf(model, layer), max(16, int(2 * max(info.rf.stride)))
     cache: dict[int, torch.Tensor] = {}
+    why_file = ldir / "img" / _WHY
+    why: dict[str, str] = json.loads(why_file.read_text()) if why_file.is_file() else {}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -409,6 +418,13 @@ def _patches_and_guided(model: Model, ds: Dataset, layer: str, data: dict[str, A
             x = torch.stack(pix).to(model.device)
             grads = guided_units(model, layer, x, [c for c, _ in part], [int(ys[c, j]) for c, j in part],
                                  [int(xs[c, j]) for c, j in part])
+            zero = [n for n in range(len(part)) if not bool(grads[n].abs().sum() > 0)]
+            if zero:
+                plain = guided_units(model, layer, x[zero], [part[n][0] for n in zero],
+                                     [int(ys[part[n]]) for n in zero], [int(xs[part[n]]) for n in zero],
+                                     rule="gradient")
+                for n, g in zip(zero, plain):
+                    why[f"{part[n][0]}_{part[n][1]}"] = "guided" if bool(g.abs().sum() > 0) else "resting"
             for n, (c, j) in enumerate(part):
                 y, xx = int(ys[c, j]), int(xs[c, j])
                 x0, y0, x1, y1 = rfb = info.rf.box(y, xx, h, w)
@@ -429,6 +445,8 @@ def _patches_and_guided(model: Model, ds: Dataset, layer: str, data: dict[str, A
             if bar is not None:
                 bar.update(len(part))
     finally:
+        if why:
+            why_file.write_text(json.dumps(why, sort_keys=True))
         if bar is not None:
             bar.close()
 
