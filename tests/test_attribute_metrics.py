@@ -215,3 +215,20 @@ def test_greedy_search_orders_pixels_within_cells_only(xs):
     assert bool((hi > lo).all())
     order = lo.argsort()
     assert bool((hi[order[:-1]] < lo[order[1:]]).all())
+
+
+@pytest.mark.skipif(not openvino_available(), reason="OpenVINO not installed")
+def test_forward_only_methods_take_images_of_any_size(tiny):
+    """The compiled network has the model's input size; a non-square image of another size runs on PyTorch
+    (``auto``) -- before, OpenVINO refused its shape and the curves, RISE and greedy insertion crashed."""
+    from convlens.errors import UserError
+
+    x = torch.rand(1, 3, 24, 40, generator=torch.Generator().manual_seed(0))
+    t = tiny(x).argmax(-1)
+    m = saliency(tiny, x, "gradient", t)
+    auto = deletion_insertion(tiny, x, m, t, steps=60, generator=torch.Generator().manual_seed(0))
+    ref = deletion_insertion(tiny, x, m, t, steps=60, generator=torch.Generator().manual_seed(0), engine="torch")
+    assert auto.engine == "torch" and torch.allclose(auto.insertion, ref.insertion)
+    assert rise(tiny, x, t, masks=120).shape == (1, 24, 40)
+    with pytest.raises(UserError, match="input size"):
+        deletion_insertion(tiny, x, m, t, steps=60, engine="openvino")

@@ -56,12 +56,18 @@ def forward_scores(model: Model, *, layer: str | None = None, engine: str = "aut
     ``engine`` is ``auto`` (OpenVINO on the CPU when installed and ``passes`` -- the forward passes the caller
     will run -- is at least :data:`AUTO_MIN_PASSES`, else PyTorch), ``openvino`` or ``torch``. ``check`` (a few
     clean images) is run through both engines; a compiled network that differs from eager PyTorch by more than
-    1e-4 of the output's range is not used (``auto``) or is an error (``openvino``).
+    1e-4 of the output's range is not used (``auto``) or is an error (``openvino``). The network is compiled for
+    the model's input size: images of another size (``check``'s) run on PyTorch (``auto``) or are an error.
     """
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    size = tuple(model.preprocess.size)
+    other_size = check is not None and tuple(check.shape[-2:]) != size
+    if engine == "openvino" and other_size:
+        raise UserError(f"the openvino engine runs the model's input size {size[0]}x{size[1]}, not "
+                        f"{check.shape[-2]}x{check.shape[-1]}: use engine='auto' or 'torch'")  # type: ignore[union-attr]
     want_ov = engine == "openvino" or (engine == "auto" and passes >= AUTO_MIN_PASSES and model.device.type == "cpu"
-                                       and openvino_available())
+                                       and openvino_available() and not other_size)
     read_layer = layer if layer is not None or not want_ov else model.layers.classifier()
     with torch.no_grad(), channels_last(model):
         eager = _eager(model, layer)
