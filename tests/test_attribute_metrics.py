@@ -209,7 +209,7 @@ def test_greedy_search_orders_pixels_within_cells_only(xs):
     canvas = _filler(x[None], "blur")[0]
     pix = torch.rand(32, 32, generator=torch.Generator().manual_seed(0))
     score = lambda b: b[:, 0, :16, :16].mean((1, 2)) + 0.5 * b[:, 1, 16:, :].mean((1, 2))
-    m = _search(x, canvas, 8, score, pix, 1 / 16, 0.95, 0.15, 64)
+    m = _search(x, canvas, 8, score, pix, 1 / 16, 0.95, 0.15, 64, score(torch.stack([canvas, x])))
     cells = m.unfold(0, 8, 8).unfold(1, 8, 8).flatten(2).flatten(0, 1)  # (16 cells, 64 pixels)
     lo, hi = cells.amin(-1), cells.amax(-1)
     assert bool((hi > lo).all())

@@ -83,23 +83,25 @@ def greedy_insertion(model: Model, x: torch.Tensor, target: TargetLike = None, *
             if prior is not None:
                 pix = saliency(model, x[i:i + 1], prior, ti)[0].detach().float().clamp(min=0)
                 pix = pix / pix.max().clamp(min=1e-12)
-            found = [_search(x[i], canvas[i], c, score, pix, reveal, stop, prior_weight, batch_size) for c in sizes]
+            ends = score(torch.stack([canvas[i], x[i], torch.zeros_like(x[i])]))  # canvas, image, black: once
+            found = [_search(x[i], canvas[i], c, score, pix, reveal, stop, prior_weight, batch_size, ends)
+                     for c in sizes]
             if pix is not None:
                 found.append(_order(pix))
-            merit = [_games(x[i], canvas[i], m, score, check_steps, batch_size) for m in found]
+            merit = [_games(x[i], canvas[i], m, score, check_steps, batch_size, ends) for m in found]
             out[i] = found[max(range(len(found)), key=merit.__getitem__)]
     return out
 
 
 def _search(x: torch.Tensor, canvas: torch.Tensor, cell: int, score: Any, pix: torch.Tensor | None,
-            reveal: float, stop: float, prior_weight: float, batch_size: int) -> torch.Tensor:
-    """One image's reveal order on one grid, as a map (see :func:`greedy_insertion`)."""
+            reveal: float, stop: float, prior_weight: float, batch_size: int, ends: torch.Tensor) -> torch.Tensor:
+    """One image's reveal order on one grid, as a map (see :func:`greedy_insertion`); ``ends`` are the scores of
+    the canvas and of the image."""
     H, W = x.shape[-2:]
     gw = math.ceil(W / cell)
     cell_id = (torch.arange(H, device=x.device) // cell)[:, None] * gw + (torch.arange(W, device=x.device) // cell)
     cells = math.ceil(H / cell) * gw
     per_round = max(1, round(reveal * H * W / cell ** 2))
-    ends = score(torch.stack([canvas, x]))
     s0, scale = float(ends[0]), max(abs(float(ends[1] - ends[0])), 1e-12)
     prior = torch.zeros(cells)
     if pix is not None:
@@ -130,23 +132,28 @@ def _search(x: torch.Tensor, canvas: torch.Tensor, cell: int, score: Any, pix: t
     return m.to(x.dtype)
 
 
-def _order(m: torch.Tensor) -> torch.Tensor:
-    """A map as its reveal order: ``1 - rank / pixels`` (1 = the largest value; ties in pixel order)."""
-    rank = torch.empty(m.numel(), dtype=torch.float32, device=m.device)
-    rank[m.flatten().argsort(descending=True, stable=True)] = torch.arange(m.numel(), dtype=torch.float32,
-                                                                            device=m.device)
-    return (1 - rank / m.numel()).view(m.shape).to(m.dtype)
-
-
-def _games(x: torch.Tensor, canvas: torch.Tensor, m: torch.Tensor, score: Any, steps: int, batch_size: int
-           ) -> float:
-    """Insertion area minus deletion area of map ``m`` in the search's own score: its pixels, in decreasing order
-    and ``steps`` equal groups (ties in pixel order), copied onto the canvas, or set to black in the image."""
+def _rank(m: torch.Tensor) -> torch.Tensor:
+    """Each pixel's rank in decreasing order of ``m`` (0 = the largest; ties in pixel order), shaped like ``m``."""
     rank = torch.empty(m.numel(), dtype=torch.long, device=m.device)
     rank[m.flatten().argsort(descending=True, stable=True)] = torch.arange(m.numel(), device=m.device)
-    counts = torch.tensor([round(m.numel() * k / steps) for k in range(steps + 1)], device=m.device)
-    shown = rank.view(1, 1, *m.shape) < counts.view(-1, 1, 1, 1)  # (steps + 1, 1, H, W)
+    return rank.view(m.shape)
+
+
+def _order(m: torch.Tensor) -> torch.Tensor:
+    """A map as its reveal order: ``1 - rank / pixels`` (1 = the largest value; ties in pixel order)."""
+    return (1 - _rank(m).float() / m.numel()).to(m.dtype)
+
+
+def _games(x: torch.Tensor, canvas: torch.Tensor, m: torch.Tensor, score: Any, steps: int, batch_size: int,
+           ends: torch.Tensor) -> float:
+    """Insertion area minus deletion area of map ``m`` in the search's own score: its pixels, in decreasing order
+    and ``steps`` equal groups (ties in pixel order), copied onto the canvas, or set to black in the image.
+    ``ends`` are the scores of the canvas, the image and the black image (the curves' shared end points)."""
+    counts = torch.tensor([round(m.numel() * k / steps) for k in range(1, steps)], device=m.device)
+    shown = _rank(m)[None, None] < counts.view(-1, 1, 1, 1)  # the interior steps (steps - 1, 1, H, W)
     black = torch.zeros_like(x)
-    curves = [torch.cat([score(torch.where(part, a[None], b[None])) for part in shown.split(batch_size)])
-              for a, b in ((x, canvas), (black, x))]
-    return float(torch.trapezoid(curves[0], dx=1 / steps) - torch.trapezoid(curves[1], dx=1 / steps))
+    inner = [torch.cat([score(torch.where(part, a[None], b[None])) for part in shown.split(batch_size)]
+                       + [torch.empty(0)]) for a, b in ((x, canvas), (black, x))]
+    ins = torch.cat([ends[:1], inner[0], ends[1:2]])
+    dele = torch.cat([ends[1:2], inner[1], ends[2:]])
+    return float(torch.trapezoid(ins, dx=1 / steps) - torch.trapezoid(dele, dx=1 / steps))

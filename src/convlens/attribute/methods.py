@@ -72,11 +72,10 @@ METHODS: dict[str, MapFn] = {
     "scorecam": score_cam,
     "ablationcam": ablation_cam,
     "eigencam": eigen_cam,
+    "rise": rise,
+    "greedy": greedy_insertion,  # its prior is a method of this registry
 }
 """Saliency maps ``(N, H, W)`` by name; larger means more important for the target."""
-
-METHODS["rise"] = rise
-METHODS["greedy"] = greedy_insertion  # its prior is a method of this registry
 
 CLASS_ONLY: tuple[str, ...] = ()  # every method now explains any target (class, unit, output score)
 CAM_METHODS = ("gradcam", "guided_gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "scorecam",

@@ -206,8 +206,8 @@ LABELS["rise"] = "RISE"
 LABELS["greedy"] = "greedy insertion"
 OVERLAY_METHODS = OVERLAY_METHODS + ("rise", "greedy")  # coarse, like Grad-CAM: drawn over the photo
 
-__all__ += ["UNITS", "FLOATING", "display_range", "overlay_with_colorbar", "alpha_overlay", "contact_sheet", "compare_figure",
-            "audit_figure", "audit_gallery"]
+__all__ += ["UNITS", "FLOATING", "display_range", "overlay_with_colorbar", "alpha_overlay", "contact_sheet",
+            "compare_figure", "audit_figure", "audit_gallery"]
 
 
 FLOATING = ("rise",)
@@ -215,11 +215,11 @@ FLOATING = ("rise",)
 their colour scale starts at the map's own low end, or the whole map would be one colour."""
 
 
-def display_range(m: np.ndarray, q: float = 99.5, *, floating: bool = False) -> tuple[float, float]:
-    """The colour scale of a map: from ``min(0, min)`` (``floating``: from its ``100 - q``-th percentile) to its
-    ``q``-th percentile (a few extreme pixels of a gradient map would otherwise leave the rest dark); both in the
-    map's own units."""
-    lo = float(np.percentile(m, 100 - q)) if floating else min(0.0, float(np.min(m)))
+def display_range(m: np.ndarray, method: str = "", q: float = 99.5) -> tuple[float, float]:
+    """The colour scale of ``method``'s map: from ``min(0, min)`` (a method of :data:`FLOATING`: from its
+    ``100 - q``-th percentile) to its ``q``-th percentile (a few extreme pixels of a gradient map would otherwise
+    leave the rest dark); both in the map's own units."""
+    lo = float(np.percentile(m, 100 - q)) if method in FLOATING else min(0.0, float(np.min(m)))
     hi = float(np.percentile(m, q))
     if hi <= lo:
         hi = _flat(m, lo)
@@ -295,7 +295,7 @@ def overlay_with_colorbar(photo: Image.Image, saliency: ArrayLike, box: Sequence
     from .figures import caption
 
     m = saliency.detach().float().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency)
-    lo, hi = display_range(m, floating=method in FLOATING)
+    lo, hi = display_range(m, method)
     base = photo.convert("RGB")
     on, inside = _map_on_photo(m, base.size, box)
     idx = (np.clip((on - lo) / (hi - lo), 0, 1) * 255).round().astype(np.int64)
@@ -317,7 +317,7 @@ def alpha_overlay(size: tuple[int, int], saliency: ArrayLike, box: Sequence[floa
     """A transparent RGBA layer of the photo's ``size`` for compositing: the map's colour, opacity rising with
     its value (same scale as :func:`overlay_with_colorbar`), fully transparent outside the crop ``box``."""
     m = saliency.detach().float().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency)
-    lo, hi = display_range(m, floating=method in FLOATING)
+    lo, hi = display_range(m, method)
     on, inside = _map_on_photo(m, size, box)
     v = np.clip((on - lo) / (hi - lo), 0, 1)
     rgb = _lut(cmap)[(v * 255).round().astype(np.int64)]
